@@ -1,0 +1,256 @@
+"""The one config loader: `config.yaml` validated at start, environment overrides, clear errors.
+
+Every key has a default, so the service runs with no file at all (SQLite file, local folders,
+an Asterisk on 127.0.0.1). Secrets are never read from the file: only from the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from consent_ivr.sms.config import SmsConfig
+
+ENV_PREFIX = "CONSENT_IVR_"
+DEFAULT_CONFIG_FILE = "config.yaml"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(Exception):
+    """A config problem a person can act on: which file, which key, which value, what was expected."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AriConfig(_Model):
+    url: str = "http://127.0.0.1:8088"
+    user: str = "consent-ivr"
+    password: str = Field(default="", repr=False, exclude=True)
+    app: str = "consent-ivr"
+    reconnect_max_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL of Asterisk's HTTP server")
+        return v.rstrip("/")
+
+
+class DatabaseConfig(_Model):
+    url: str = "sqlite:///var/consent-ivr.db"
+
+
+class RecordingsConfig(_Model):
+    dir: Path = Path("var/recordings")
+    # Keep Asterisk's copy after it has been downloaded and hashed (debugging only).
+    keep_on_asterisk: bool = False
+
+
+class PromptsConfig(_Model):
+    dir: Path = ROOT / "prompts"
+    audio_dir: Path = Path("var/prompts")
+    # Where Asterisk fetches prompts when it does not share this filesystem, e.g.
+    # "http://10.0.0.5:8090/prompts": playback then uses Asterisk's HTTP media cache.
+    media_url: str | None = None
+    voice: dict[str, str] = Field(default_factory=lambda: {"ru": "ru", "en": "en-us"})
+
+
+class HttpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    enabled: bool = True
+
+
+class FlowConfig(_Model):
+    """Timing and retry rules of the call flow (see consent_ivr.flow)."""
+
+    key_timeout_s: float = Field(default=6.0, gt=0, le=60)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_repeats: int = Field(default=2, ge=0, le=10)
+    recording_stop_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class Keys(_Model):
+    agree: str = "1"
+    decline: str = "2"
+    repeat: str = "0"
+    confirm: str = "1"
+    change: str = "2"
+
+    @field_validator("*")
+    @classmethod
+    def _one_dtmf(cls, v: str) -> str:
+        if len(v) != 1 or v not in "0123456789*#ABCD":
+            raise ValueError("expected one keypad key: 0-9, * or #")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Keys:
+        if len({self.agree, self.decline, self.repeat}) != 3:
+            raise ValueError("agree, decline and repeat must be three different keys")
+        if self.confirm == self.change:
+            raise ValueError("confirm and change must be different keys")
+        return self
+
+
+class Controller(_Model):
+    name: dict[str, str]
+    contact: str = ""
+    on_behalf_of: str | None = None
+
+
+class Purpose(_Model):
+    id: str
+    text: dict[str, str]
+    data_categories: dict[str, str]
+    retention: dict[str, str]
+    withdrawal: dict[str, str]
+    lawful_basis: str = "consent"
+    validity: str = "P1Y"
+
+
+class Campaign(_Model):
+    language: str = "ru"
+    languages: tuple[str, ...] = ("ru", "en")
+    jurisdiction: str = "RU"
+    privacy_notice_url: str = ""
+    controller: Controller
+    purpose: Purpose
+    keys: Keys = Keys()
+
+    @model_validator(mode="after")
+    def _texts_for_every_language(self) -> Campaign:
+        if self.language not in self.languages:
+            raise ValueError(f"language {self.language!r} is not in languages {self.languages}")
+        for lang in self.languages:
+            for where, texts in (
+                ("controller.name", self.controller.name),
+                ("purpose.text", self.purpose.text),
+                ("purpose.data_categories", self.purpose.data_categories),
+                ("purpose.retention", self.purpose.retention),
+                ("purpose.withdrawal", self.purpose.withdrawal),
+            ):
+                if lang not in texts:
+                    raise ValueError(f"{where} has no text for language {lang!r}")
+        return self
+
+
+def _default_campaigns() -> dict[str, Campaign]:
+    return {
+        "default": Campaign(
+            controller=Controller(
+                name={"ru": "ООО «Пример»", "en": "Example Ltd"},
+                contact="privacy@example.com",
+            ),
+            purpose=Purpose(
+                id="marketing-calls",
+                text={
+                    "ru": "звонки и СМС с предложениями наших услуг",
+                    "en": "calls and text messages with offers of our services",
+                },
+                data_categories={
+                    "ru": "номер телефона и запись этого разговора",
+                    "en": "your phone number and the recording of this call",
+                },
+                retention={"ru": "пять лет", "en": "five years"},
+                withdrawal={
+                    "ru": "позвоните по этому номеру и нажмите два, или ответьте СТОП на наше СМС",
+                    "en": "call this number and press two, or reply STOP to our text message",
+                },
+            ),
+        )
+    }
+
+
+class Config(_Model):
+    ari: AriConfig = AriConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
+    prompts: PromptsConfig = PromptsConfig()
+    http: HttpConfig = HttpConfig()
+    flow: FlowConfig = FlowConfig()
+    default_region: str = "RU"
+    default_campaign: str = "default"
+    campaigns: dict[str, Campaign] = Field(default_factory=_default_campaigns)
+    sms: SmsConfig = SmsConfig()
+
+    @model_validator(mode="after")
+    def _default_campaign_exists(self) -> Config:
+        if self.default_campaign not in self.campaigns:
+            raise ValueError(
+                f"default_campaign {self.default_campaign!r} is not one of the campaigns "
+                f"{sorted(self.campaigns)}"
+            )
+        return self
+
+    def campaign(self, name: str | None) -> tuple[str, Campaign]:
+        name = name or self.default_campaign
+        if name not in self.campaigns:
+            raise KeyError(name)
+        return name, self.campaigns[name]
+
+
+# Environment variables that override config keys; deployment scripts rely on these names.
+ENV_OVERRIDES: dict[str, tuple[str, str]] = {
+    "ARI_URL": ("ari", "url"),
+    "ARI_USER": ("ari", "user"),
+    "ARI_PASSWORD": ("ari", "password"),
+    "ARI_APP": ("ari", "app"),
+    "DATABASE_URL": ("database", "url"),
+    "RECORDINGS_DIR": ("recordings", "dir"),
+}
+
+
+def _format_error(source: str, err: ValidationError, data: dict[str, Any]) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling; see config.yaml for the known keys)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        lines.append(f"  {loc}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load and validate the config; raise ConfigError naming the file, key and value."""
+    env = dict(os.environ if env is None else env)
+    explicit = path or env.get(ENV_PREFIX + "CONFIG")
+    file = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    data: dict[str, Any] = {}
+    if file.exists():
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{file}: not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping of keys at the top level")
+        data = loaded or {}
+    elif explicit:
+        raise ConfigError(f"{file}: config file not found")
+    source = str(file) if file.exists() else "embedded defaults"
+    for suffix, (section, key) in ENV_OVERRIDES.items():
+        value = env.get(ENV_PREFIX + suffix)
+        if value is not None:
+            sect = data.setdefault(section, {})
+            if not isinstance(sect, dict):
+                raise ConfigError(f"{source}: {section}: expected a mapping")
+            sect[key] = value
+    if "password" in (data.get("ari") or {}) and not env.get(ENV_PREFIX + "ARI_PASSWORD"):
+        raise ConfigError(
+            f"{source}: ari.password: secrets are not read from files; "
+            f"set {ENV_PREFIX}ARI_PASSWORD in the environment instead"
+        )
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(source, e, data)) from None
