@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from consent_ivr.flow import Rules
 from consent_ivr.sms.config import SmsConfig
 
 ENV_PREFIX = "CONSENT_IVR_"
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class ConfigError(Exception):
-    """A config problem a person can act on: which file, which key, which value, what was expected."""
+    """A config problem a person can act on: which file, key and value, and what was expected."""
 
 
 class _Model(BaseModel):
@@ -124,6 +125,14 @@ class Campaign(_Model):
     controller: Controller
     purpose: Purpose
     keys: Keys = Keys()
+
+    def rules(self, flow: FlowConfig) -> Rules:
+        return Rules(
+            **self.keys.model_dump(),
+            key_timeout_s=flow.key_timeout_s,
+            max_attempts=flow.max_attempts,
+            max_repeats=flow.max_repeats,
+        )
 
     @model_validator(mode="after")
     def _texts_for_every_language(self) -> Campaign:

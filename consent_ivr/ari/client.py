@@ -1,0 +1,257 @@
+"""A small typed ARI client: REST calls plus one websocket reader that routes events.
+
+The reader task never awaits a handler: it puts each event on the queue of the call it belongs
+to (found by channel id, playback or recording target) and goes on reading, so one slow call can
+never delay another. A call registers its queue before the first request that can produce an
+event for it, and playbacks and recordings are named by us, so a fast "finished" event is never
+missed. When the websocket drops, the reader reconnects with backoff; Asterisk re-subscribes the
+app on connect, and `on_reconnect` lets the app check which of its calls survived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+AriEvent = dict[str, Any]
+
+
+class AriError(Exception):
+    """An ARI request failed; `status` is the HTTP status (0 when Asterisk could not be reached)."""
+
+    def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        super().__init__(f"ARI {method} {path}: {status} {detail}".strip())
+        self.status = status
+
+
+def event_time(event: AriEvent) -> datetime:
+    """The time Asterisk stamped on an event (UTC), or now if it has none."""
+    stamp = event.get("timestamp")
+    if stamp:
+        with contextlib.suppress(ValueError):
+            return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z").astimezone(UTC)
+    return datetime.now(UTC)
+
+
+def event_target(event: AriEvent) -> str | None:
+    """The channel id an event belongs to, for routing."""
+    for key in ("playback", "recording"):
+        obj = event.get(key)
+        if obj:
+            uri = obj.get("target_uri", "")
+            return uri.split(":", 1)[1] if uri.startswith("channel:") else None
+    channel = event.get("channel")
+    if channel:
+        return channel.get("id")
+    return None
+
+
+class AriClient:
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str,
+        app: str,
+        *,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        self.base = url.rstrip("/") + "/ari"
+        self.app = app
+        self._auth = aiohttp.BasicAuth(user, password)
+        self._api_key = f"{user}:{password}"
+        self._reconnect_max_s = reconnect_max_s
+        self._session: aiohttp.ClientSession | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._routes: dict[str, asyncio.Queue[AriEvent]] = {}
+        self.connected = asyncio.Event()
+        self.on_stasis_start: Callable[[AriEvent], None] | None = None
+        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, *, events: bool = True) -> None:
+        """Open the HTTP session and, unless `events` is false (a REST-only client beside a
+        running service), the event websocket; returns once connected."""
+        connector = aiohttp.TCPConnector(limit=64)
+        self._session = aiohttp.ClientSession(
+            auth=self._auth, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+        )
+        if not events:
+            return
+        ws = await self._connect()
+        self._reader = asyncio.create_task(self._read_forever(ws), name="ari-reader")
+
+    async def close(self) -> None:
+        if self._reader:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        if self._session:
+            await self._session.close()
+
+    async def _connect(self) -> aiohttp.ClientWebSocketResponse:
+        assert self._session is not None
+        ws_url = self.base.replace("http", "ws", 1) + "/events"
+        # The api_key query carries the credentials: never log this URL with its query.
+        params = {"app": self.app, "api_key": self._api_key, "subscribeAll": "false"}
+        ws = await self._session.ws_connect(ws_url, params=params, heartbeat=20, auth=None)
+        self.connected.set()
+        log.info("ARI websocket connected to %s (app %s)", ws_url, self.app)
+        return ws
+
+    async def _read_forever(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        delay = 0.2
+        while True:
+            await self._read(ws)
+            self.connected.clear()
+            log.warning("ARI websocket closed; reconnecting")
+            while True:
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                try:
+                    ws = await self._connect()
+                except (aiohttp.ClientError, OSError) as e:
+                    delay = min(delay * 2, self._reconnect_max_s)
+                    log.warning("ARI reconnect failed (%s); next try in ~%.1fs", e, delay)
+                    continue
+                delay = 0.2
+                if self.on_reconnect:
+                    asyncio.create_task(self.on_reconnect(), name="ari-resync")
+                break
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    self.dispatch(json.loads(msg.data))
+                except Exception:  # one bad event must not stop the reader
+                    log.exception("could not dispatch an ARI event")
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                break
+
+    def dispatch(self, event: AriEvent) -> None:
+        if event.get("type") == "StasisStart" and self.on_stasis_start:
+            target = event_target(event)
+            if target not in self._routes:
+                self.on_stasis_start(event)
+                return
+        target = event_target(event)
+        if target is not None:
+            queue = self._routes.get(target)
+            if queue is not None:
+                queue.put_nowait(event)
+
+    # ---- routing --------------------------------------------------------------------------
+
+    def route(self, channel_id: str, queue: asyncio.Queue[AriEvent]) -> None:
+        """Send events of `channel_id` (and its playbacks and recordings) to `queue`."""
+        self._routes[channel_id] = queue
+
+    def unroute(self, channel_id: str) -> None:
+        self._routes.pop(channel_id, None)
+
+    # ---- REST -----------------------------------------------------------------------------
+
+    async def request(
+        self, method: str, path: str, params: dict[str, Any] | None = None, *, raw: bool = False
+    ) -> Any:
+        assert self._session is not None, "start() first"
+        url = self.base + path
+        try:
+            async with self._session.request(method, url, params=params) as resp:
+                body = await resp.read()
+                if resp.status >= 400:
+                    detail = body.decode("utf-8", "replace")[:200]
+                    with contextlib.suppress(ValueError):
+                        detail = json.loads(detail).get("message", detail)
+                    raise AriError(method, path, resp.status, detail)
+                if raw:
+                    return body
+                if not body:
+                    return None
+                return json.loads(body)
+        except aiohttp.ClientError as e:
+            raise AriError(method, path, 0, str(e)) from e
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> None:
+        await self.request("DELETE", f"/channels/{channel_id}", {"reason": reason})
+
+    async def get_channel(self, channel_id: str) -> AriEvent:
+        return await self.request("GET", f"/channels/{channel_id}")  # type: ignore[no-any-return]
+
+    async def play(self, channel_id: str, playback_id: str, media: str, lang: str = "") -> None:
+        params = {"media": media}
+        if lang:
+            params["lang"] = lang
+        await self.request("POST", f"/channels/{channel_id}/play/{playback_id}", params)
+
+    async def stop_playback(self, playback_id: str) -> None:
+        await self.request("DELETE", f"/playbacks/{playback_id}")
+
+    async def snoop(self, channel_id: str, snoop_id: str, app_args: str) -> AriEvent:
+        params = {"spy": "both", "app": self.app, "appArgs": app_args}
+        return await self.request(  # type: ignore[no-any-return]
+            "POST", f"/channels/{channel_id}/snoop/{snoop_id}", params
+        )
+
+    async def record(self, channel_id: str, name: str, fmt: str = "wav") -> None:
+        params = {"name": name, "format": fmt, "terminateOn": "none", "ifExists": "overwrite"}
+        await self.request("POST", f"/channels/{channel_id}/record", params)
+
+    async def stop_recording(self, name: str) -> None:
+        await self.request("POST", f"/recordings/live/{name}/stop")
+
+    async def stored_recording(self, name: str) -> bytes:
+        return await self.request(  # type: ignore[no-any-return]
+            "GET", f"/recordings/stored/{name}/file", raw=True
+        )
+
+    async def delete_stored_recording(self, name: str) -> None:
+        await self.request("DELETE", f"/recordings/stored/{name}")
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        channel_id: str | None = None,
+        app_args: str | None = None,
+        context: str | None = None,
+        extension: str | None = None,
+        caller_id: str | None = None,
+        variables: dict[str, str] | None = None,
+        timeout: int = 30,
+    ) -> AriEvent:
+        """Place a call. With `app_args` it enters this app; with context/extension, dialplan."""
+        params: dict[str, Any] = {"endpoint": endpoint, "timeout": timeout}
+        if context:
+            params.update(context=context, extension=extension or "s", priority=1)
+        else:
+            params.update(app=self.app, appArgs=app_args or "")
+        if channel_id:
+            params["channelId"] = channel_id
+        if caller_id:
+            params["callerId"] = caller_id
+        assert self._session is not None
+        body = {"variables": variables or {}}
+        url = self.base + "/channels"
+        async with self._session.post(url, params=params, json=body) as resp:
+            data = await resp.read()
+            if resp.status >= 400:
+                raise AriError("POST", "/channels", resp.status, data.decode()[:200])
+            return json.loads(data)  # type: ignore[no-any-return]
+
+    async def info(self) -> AriEvent:
+        return await self.request("GET", "/asterisk/info")  # type: ignore[no-any-return]

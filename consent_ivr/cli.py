@@ -1,0 +1,309 @@
+"""`consent-ivr` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+from consent_ivr import config as cfg
+from consent_ivr import logs
+
+
+def _config(args: argparse.Namespace) -> cfg.Config:
+    return cfg.load(args.config)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from consent_ivr.service import serve_forever
+
+    asyncio.run(serve_forever(_config(args)))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from consent_ivr.store.db import upgrade
+
+    conf = _config(args)
+    upgrade(conf.database.url)
+    print("database is up to date")
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from consent_ivr.prompts import Catalog
+
+    conf = _config(args)
+    catalog = Catalog(conf)
+    missing = catalog.missing_audio()
+    print(f"config OK: {len(conf.campaigns)} campaign(s), {len(catalog.prompts)} prompts")
+    if missing:
+        print(f"note: {len(missing)} prompt(s) have no audio yet; run `consent-ivr prompts build`")
+    return 0
+
+
+def cmd_prompts_build(args: argparse.Namespace) -> int:
+    from consent_ivr.prompts import Catalog
+
+    built = Catalog(_config(args)).build(force=args.force)
+    print(f"built {len(built)} prompt(s)")
+    return 0
+
+
+def _with_db(args: argparse.Namespace, fn: Any) -> Any:
+    from consent_ivr.store.db import Database
+
+    db = Database(_config(args).database.url)
+    try:
+        with db.session() as session:
+            return fn(session)
+    finally:
+        db.close()
+
+
+def _sms_view(session: Any, record_id: str) -> dict[str, Any] | None:
+    try:
+        from consent_ivr.sms.outbox import sms_status
+    except ImportError:
+        return None
+    return sms_status(session, record_id)
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from consent_ivr.phone import to_e164
+    from consent_ivr.store.records import iso, list_records
+
+    conf = _config(args)
+    phone = to_e164(args.phone, conf.default_region) or args.phone if args.phone else None
+
+    def fetch(session: Any) -> list[dict[str, Any]]:
+        return [
+            {
+                "record_id": r.record_id,
+                "phone": r.pii_principal_id,
+                "campaign": r.campaign,
+                "purpose": r.purpose_id,
+                "outcome": r.outcome,
+                "started_at": iso(r.started_at),
+                "decided_at": iso(r.decided_at),
+            }
+            for r in list_records(session, phone, args.limit)
+        ]
+
+    rows = _with_db(args, fetch)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        for r in rows:
+            print(
+                f"{r['record_id']}  {r['started_at']}  {r['phone']:>16}  {r['campaign']:<12} "
+                f"{r['purpose']:<20} {r['outcome'] or 'in progress'}"
+            )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from consent_ivr.store.records import record_view
+
+    def fetch(session: Any) -> dict[str, Any] | None:
+        view = record_view(session, args.record_id)
+        if view is not None:
+            view["sms"] = _sms_view(session, args.record_id)
+        return view
+
+    view = _with_db(args, fetch)
+    if view is None:
+        print(f"no record {args.record_id}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(view, ensure_ascii=False, indent=2))
+    else:
+        print(format_record(view))
+    return 0
+
+
+def format_record(v: dict[str, Any]) -> str:
+    lines = [
+        f"record    {v['record_id']}",
+        f"phone     {v['phone']}  ({v['direction']}, {v['language']})",
+        f"campaign  {v['campaign']} / purpose {v['purpose']}",
+        f"outcome   {v['outcome']}  (status {v['status']}; decided {v['decided_at']})",
+        f"call      {v['started_at']} .. {v['ended_at']}",
+    ]
+    rec = v.get("recording")
+    lines.append(
+        f"recording {rec['path']} ({rec['duration_s']:.1f}s, sha256 {rec['sha256'][:16]}...)"
+        if rec
+        else "recording none"
+    )
+    for p in v["prompts"]:
+        lines.append(f"  {p['at']}  prompt {p['prompt']:<16} {p['text'][:60]}")
+    for k in v["keys"]:
+        acted = "" if k["acted_on"] else "  (ignored: during a statement)"
+        lines.append(f"  {k['at']}  key    {k['digit']} in {k['step']}{acted}")
+    chain = v["integrity"]
+    lines.append(
+        f"event log {len(v['events'])} events, hash chain "
+        f"{'intact' if chain['chain_ok'] else 'BROKEN: ' + '; '.join(chain['problems'])}"
+    )
+    if v.get("sms"):
+        lines.append(f"sms       {v['sms'].get('status')}: {v['sms'].get('text')}")
+    return "\n".join(lines)
+
+
+def cmd_flow_diagram(_args: argparse.Namespace) -> int:
+    from consent_ivr.flow import diagram
+
+    print(diagram())
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    """Place an outbound consent call through the running service's ARI app."""
+    from consent_ivr.ari.client import AriClient
+
+    conf = _config(args)
+    from consent_ivr.phone import to_e164
+
+    phone = to_e164(args.phone, conf.default_region)
+    if phone is None:
+        print(f"{args.phone}: not a phone number", file=sys.stderr)
+        return 2
+    name, campaign = conf.campaign(args.campaign)
+    endpoint = args.endpoint.format(number=phone, digits=phone.lstrip("+"))
+
+    async def go() -> str:
+        ari = AriClient(conf.ari.url, conf.ari.user, conf.ari.password, conf.ari.app)
+        await ari.start(events=False)
+        try:
+            app_args = ",".join(["outbound", name, args.language or campaign.language, phone])
+            chan = await ari.originate(endpoint, app_args=app_args)
+            return str(chan["id"])
+        finally:
+            await ari.close()
+
+    print(asyncio.run(go()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the service in-process, place one simulated call, print the resulting record."""
+    from consent_ivr.prompts import Catalog
+    from consent_ivr.service import running
+    from consent_ivr.simulate import place_call, wait_for_record
+
+    conf = _config(args)
+    name, campaign = conf.campaign(args.campaign)
+    language = args.language or campaign.language
+    built = Catalog(conf).build()
+    if built:
+        print(f"built {len(built)} prompt(s)", file=sys.stderr)
+
+    async def go() -> dict[str, Any]:
+        async with running(conf) as svc:
+            channel_id = f"demo-{uuid.uuid4().hex[:12]}"
+            print(
+                f"calling in as {args.phone} ({args.scenario}, {name}, {language}) ...",
+                file=sys.stderr,
+            )
+            await place_call(
+                svc.app.ari,
+                svc.app.catalog,
+                args.scenario,
+                args.phone,
+                channel_id=channel_id,
+                campaign=name,
+                language=language,
+            )
+            view = await wait_for_record(svc.db, channel_id, timeout=180)
+            view["sms"] = await svc.db.run(_demo_sms, svc.db, view["record_id"])
+            return view
+
+    view = asyncio.run(go())
+    print(json.dumps(view, ensure_ascii=False, indent=2) if args.json else format_record(view))
+    return 0 if view["outcome"] else 1
+
+
+def _demo_sms(db: Any, record_id: str) -> dict[str, Any] | None:
+    with db.session() as session:
+        return _sms_view(session, record_id)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="consent-ivr", description=__doc__)
+    p.add_argument(
+        "-c",
+        "--config",
+        help="config file (default: $CONSENT_IVR_CONFIG or "
+        "./config.yaml if present, else embedded defaults)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="run the ARI service").set_defaults(fn=cmd_run)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply migrations").set_defaults(fn=cmd_db_upgrade)
+
+    c = sub.add_parser("config", help="configuration").add_subparsers(dest="cc", required=True)
+    c.add_parser("check", help="validate config and prompts").set_defaults(fn=cmd_config_check)
+
+    pr = sub.add_parser("prompts", help="prompt audio").add_subparsers(dest="pc", required=True)
+    b = pr.add_parser("build", help="synthesize prompt audio (espeak-ng + sox)")
+    b.add_argument("--force", action="store_true", help="rebuild everything")
+    b.set_defaults(fn=cmd_prompts_build)
+
+    r = sub.add_parser("records", help="list consent records")
+    r.add_argument("--phone")
+    r.add_argument("--limit", type=int, default=50)
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(fn=cmd_records)
+
+    s = sub.add_parser("show", help="show one record with its evidence")
+    s.add_argument("record_id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_show)
+
+    fl = sub.add_parser("flow", help="the call flow").add_subparsers(dest="fc", required=True)
+    fl.add_parser("diagram", help="print the flow as a Mermaid diagram").set_defaults(
+        fn=cmd_flow_diagram
+    )
+
+    o = sub.add_parser("call", help="place an outbound consent call")
+    o.add_argument("phone")
+    o.add_argument(
+        "--endpoint",
+        required=True,
+        help="Asterisk dial string, {number}/{digits} filled in, e.g. PJSIP/{digits}@trunk",
+    )
+    o.add_argument("--campaign")
+    o.add_argument("--language")
+    o.set_defaults(fn=cmd_call)
+
+    d = sub.add_parser("demo", help="one simulated call against a private Asterisk")
+    d.add_argument("--scenario", default="agree")
+    d.add_argument("--phone", default="+79001234567")
+    d.add_argument("--campaign")
+    d.add_argument("--language")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup(args.log_level)
+    try:
+        return int(args.fn(args))
+    except cfg.ConfigError as e:
+        print(f"consent-ivr: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

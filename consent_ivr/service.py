@@ -1,0 +1,111 @@
+"""Wiring: config -> database, prompts, HTTP server, ARI app, SMS worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from consent_ivr import http
+from consent_ivr.ari.app import ConsentApp
+from consent_ivr.config import Config, ConfigError
+from consent_ivr.prompts import Catalog
+from consent_ivr.store import db as dbm
+from consent_ivr.store.records import DecisionHook
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    config: Config
+    db: dbm.Database
+    app: ConsentApp
+    runner: web.AppRunner | None
+
+
+def decision_hooks(config: Config) -> list[DecisionHook]:
+    if not config.sms.enabled:
+        return []
+    from consent_ivr.sms.outbox import enqueue_confirmation
+
+    def sms_hook(session, record, outcome, at):  # type: ignore[no-untyped-def]
+        enqueue_confirmation(session, record, decision=outcome, at=at, sms=config.sms)
+
+    return [sms_hook]
+
+
+def sms_routes(config: Config, db: dbm.Database) -> list[web.RouteDef]:
+    if not config.sms.enabled:
+        return []
+    from consent_ivr.sms.http import routes
+
+    return routes(db, config.sms)
+
+
+def preflight(config: Config) -> Catalog:
+    """Everything that must be right before the service takes a call; raises ConfigError."""
+    if not config.ari.password:
+        raise ConfigError("ari.password: not set; export CONSENT_IVR_ARI_PASSWORD")
+    catalog = Catalog(config)
+    catalog.check_audio()
+    return catalog
+
+
+@contextlib.asynccontextmanager
+async def running(
+    config: Config, *, migrate: bool = True, sms_worker: bool | None = None
+) -> AsyncIterator[Service]:
+    """The service, started and connected; stopped cleanly on exit."""
+    catalog = preflight(config)
+    if migrate:
+        await asyncio.to_thread(dbm.upgrade, config.database.url)
+    db = dbm.Database(config.database.url)
+    runner = None
+    worker: asyncio.Task[None] | None = None
+    stop_worker = asyncio.Event()
+    app = ConsentApp(config, db, catalog, decision_hooks(config))
+    try:
+        if config.http.enabled:
+            web_app = http.make_app(config, sms_routes(config, db))
+            runner = await http.serve(web_app, config.http.host, config.http.port)
+        await app.start()
+        if sms_worker if sms_worker is not None else _worker_in_process(config):
+            from consent_ivr.sms.worker import run_worker
+
+            worker = asyncio.create_task(run_worker(db, config.sms, stop_worker))
+        log.info(
+            "consent-ivr ready: app %s on %s, database %s",
+            config.ari.app,
+            config.ari.url,
+            db.dialect,
+        )
+        yield Service(config, db, app, runner)
+    finally:
+        await app.stop()
+        if worker:
+            stop_worker.set()
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(worker, 10)
+        if runner:
+            await runner.cleanup()
+        db.close()
+
+
+def _worker_in_process(config: Config) -> bool:
+    return bool(config.sms.enabled and getattr(config.sms, "worker_in_process", False))
+
+
+async def serve_forever(config: Config) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(config):
+        await stop.wait()
+        log.info("stopping")

@@ -1,0 +1,80 @@
+"""Tables of the SMS outbox: one job per decision, and every delivery report the gateway sent.
+
+A job row is written in the same transaction as the decision it confirms, so the two commit or
+roll back together. Its text is rendered and frozen at that moment: what the person was sent is
+part of the evidence and must not change when a template is edited later.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from consent_ivr.store.models import Base, new_id
+
+# Job states. A job only moves forward along
+#   queued -> sending -> sent -> delivered | failed
+# (queued <- sending on a retry); delivered and failed are final.
+QUEUED = "queued"
+SENDING = "sending"
+SENT = "sent"
+DELIVERED = "delivered"
+FAILED = "failed"
+FINAL = (DELIVERED, FAILED)
+
+
+class SmsJob(Base):
+    """One confirmation SMS; its id is the idempotency key the gateway sees."""
+
+    __tablename__ = "sms_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    record_id: Mapped[str] = mapped_column(ForeignKey("consent_records.record_id"), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    decided_at: Mapped[datetime]
+    campaign: Mapped[str] = mapped_column(String(64))
+    language: Mapped[str] = mapped_column(String(16))
+    phone: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    encoding: Mapped[str] = mapped_column(String(8))
+    segments: Mapped[int] = mapped_column(Integer)
+
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]
+    # Set when an attempt may have reached the gateway without its answer being recorded:
+    # the next worker asks the gateway before sending again.
+    in_doubt: Mapped[bool] = mapped_column(default=False)
+    attempt_started_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    gateway: Mapped[str | None] = mapped_column(String(16))
+    message_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    sent_at: Mapped[datetime | None]
+    delivered_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("record_id", "decision", "decided_at", name="uq_sms_jobs_decision"),
+        Index("ix_sms_jobs_due", "status", "next_attempt_at"),
+    )
+
+
+class SmsDeliveryReport(Base):
+    """A delivery report as received, append-only: the job keeps the summary, this the detail."""
+
+    __tablename__ = "sms_delivery_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("sms_jobs.id"), index=True)
+    received_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16))
+    gateway_status: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]]

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: unit, integration (SQLite, PostgreSQL, Kannel) and end to end on real
+# Asterisk 22 and 16. Installs what is missing first. Arguments go to pytest (e.g. -m unit).
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+
+bash scripts/setup.sh
+bash scripts/asterisk.sh install 22
+bash scripts/asterisk.sh install 16
+if [ -f scripts/kannel.sh ]; then bash scripts/kannel.sh install; fi
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/pytest "$@"
