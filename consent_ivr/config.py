@@ -85,6 +85,12 @@ class Keys(_Model):
     confirm: str = "1"
     change: str = "2"
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _digit_as_text(cls, v: object) -> object:
+        # `agree: 1` unquoted in YAML is an int; a key is a key.
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
     @field_validator("*")
     @classmethod
     def _one_dtmf(cls, v: str) -> str:
@@ -95,9 +101,15 @@ class Keys(_Model):
     @model_validator(mode="after")
     def _distinct(self) -> Keys:
         if len({self.agree, self.decline, self.repeat}) != 3:
-            raise ValueError("agree, decline and repeat must be three different keys")
+            raise ValueError(
+                f"agree, decline and repeat must be three different keys "
+                f"(got agree={self.agree!r}, decline={self.decline!r}, repeat={self.repeat!r})"
+            )
         if self.confirm == self.change:
-            raise ValueError("confirm and change must be different keys")
+            raise ValueError(
+                f"confirm and change must be different keys "
+                f"(got confirm={self.confirm!r}, change={self.change!r})"
+            )
         return self
 
 
@@ -247,18 +259,24 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     elif explicit:
         raise ConfigError(f"{file}: config file not found")
     source = str(file) if file.exists() else "embedded defaults"
+    # A section whose keys are all commented out reads as null: it means "all defaults".
+    data = {k: ({} if v is None else v) for k, v in data.items()}
+    for section in {section for section, _ in ENV_OVERRIDES.values()}:
+        if data.get(section) is not None and not isinstance(data[section], dict):
+            raise ConfigError(
+                f"{source}: {section}: expected a mapping of keys (got {data[section]!r})"
+            )
+    if "password" in (data.get("ari") or {}):
+        raise ConfigError(
+            f"{source}: ari.password: secrets are not read from files; "
+            f"remove it and set {ENV_PREFIX}ARI_PASSWORD in the environment instead"
+        )
     for suffix, (section, key) in ENV_OVERRIDES.items():
         value = env.get(ENV_PREFIX + suffix)
         if value is not None:
-            sect = data.setdefault(section, {})
-            if not isinstance(sect, dict):
-                raise ConfigError(f"{source}: {section}: expected a mapping")
-            sect[key] = value
-    if "password" in (data.get("ari") or {}) and not env.get(ENV_PREFIX + "ARI_PASSWORD"):
-        raise ConfigError(
-            f"{source}: ari.password: secrets are not read from files; "
-            f"set {ENV_PREFIX}ARI_PASSWORD in the environment instead"
-        )
+            if data.get(section) is None:
+                data[section] = {}
+            data[section][key] = value
     try:
         return Config.model_validate(data)
     except ValidationError as e:

@@ -51,6 +51,9 @@ def _load_language(prompts_dir: Path, lang: str) -> dict[str, Any]:
     missing = [p for p in PROMPTS if p not in texts]
     if missing:
         raise ConfigError(f"{file}: prompts: missing {', '.join(missing)}")
+    empty = [p for p in PROMPTS if not isinstance(texts[p], str) or not texts[p].strip()]
+    if empty:
+        raise ConfigError(f"{file}: prompts: no text for {', '.join(empty)}")
     unknown = sorted(set(texts) - set(PROMPTS))
     if unknown:
         raise ConfigError(

@@ -76,6 +76,9 @@ class ConsentRecord(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))
     started_at: Mapped[datetime]
     decided_at: Mapped[datetime | None]
+    # Where the event chain ends: a removed newest event is otherwise undetectable.
+    head_seq: Mapped[int | None]
+    head_hash: Mapped[str | None] = mapped_column(String(64))
 
     call: Mapped[Call] = relationship(back_populates="records")
     events: Mapped[list[ConsentEvent]] = relationship(

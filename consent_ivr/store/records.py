@@ -100,7 +100,7 @@ def open_call(session: Session, new: NewCall, first: Iterable[Evidence] = ()) ->
         called_number=new.called_number,
         campaign=new.campaign,
         language=new.language,
-        started_at=new.started_at,
+        started_at=utc(new.started_at),
     )
     session.add(call)
     session.flush()
@@ -116,7 +116,7 @@ def open_call(session: Session, new: NewCall, first: Iterable[Evidence] = ()) ->
         controller=new.controller,
         collection_method=new.collection_method,
         direction=new.direction,
-        started_at=new.started_at,
+        started_at=utc(new.started_at),
     )
     session.add(record)
     session.flush()
@@ -130,6 +130,11 @@ def append(session: Session, record_id: str, evidence: Iterable[Evidence]) -> No
     items = list(evidence)
     if not items:
         return
+    # Lock the record row: concurrent writers on one record queue up here instead of both
+    # reading the same last event and colliding on (record_id, seq).
+    record = session.get(ConsentRecord, record_id, with_for_update=True)
+    if record is None:
+        raise LookupError(f"no consent record {record_id}")
     last = session.execute(
         select(ConsentEvent.seq, ConsentEvent.hash)
         .where(ConsentEvent.record_id == record_id)
@@ -154,6 +159,7 @@ def append(session: Session, record_id: str, evidence: Iterable[Evidence]) -> No
             )
         )
         prev = digest
+    record.head_seq, record.head_hash = seq, prev
 
 
 def store_decision(
@@ -166,7 +172,7 @@ def store_decision(
 ) -> None:
     """Commit-worthy decision: the evidence so far, the lifecycle event, the outcome, and
     whatever the hooks add (the SMS job) all in the caller's transaction."""
-    record = session.get(ConsentRecord, record_id)
+    record = session.get(ConsentRecord, record_id, with_for_update=True)
     if record is None:
         raise LookupError(f"no consent record {record_id}")
     if record.outcome is not None:
@@ -174,7 +180,7 @@ def store_decision(
     event = Evidence(at, DECISION_EVENT[outcome], "saving", {"purpose_id": record.purpose_id})
     append(session, record_id, [*evidence, event])
     record.outcome = outcome
-    record.decided_at = at
+    record.decided_at = utc(at)
     for hook in hooks:
         hook(session, record, outcome, at)
 
@@ -196,7 +202,7 @@ def finish_call(
     append(session, record_id, evidence)
     if record.outcome is None:
         record.outcome = outcome
-    call.ended_at = ended_at
+    call.ended_at = utc(ended_at)
     if recording is not None:
         call.recording_path = recording.path
         call.recording_sha256 = recording.sha256
@@ -220,6 +226,19 @@ def verify_chain(record_id: str, events: Iterable[ConsentEvent]) -> list[str]:
     return problems
 
 
+def verify_head(record: ConsentRecord, events: list[ConsentEvent]) -> list[str]:
+    """The chain must end where the record says it does: catches removed newest events."""
+    if record.head_seq is None:  # written before the head was kept
+        return []
+    last_seq, last_hash = (events[-1].seq, events[-1].hash) if events else (0, GENESIS)
+    if (last_seq, last_hash) == (record.head_seq, record.head_hash):
+        return []
+    return [
+        f"event {record.head_seq}: the chain ends at event {last_seq}, the record at "
+        f"event {record.head_seq} (events removed or replaced)"
+    ]
+
+
 def status(events: Iterable[ConsentEvent]) -> str:
     """The consent's current state: its latest lifecycle event, never a stored field."""
     state = "requested"
@@ -237,6 +256,7 @@ def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
     call = record.call
     events = list(record.events)
     problems = verify_chain(record.record_id, events)
+    problems += verify_head(record, events)
     recording = None
     if call.recording_path:
         recording = {

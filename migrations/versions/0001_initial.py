@@ -51,6 +51,8 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(16)),
         sa.Column("started_at", TS, nullable=False),
         sa.Column("decided_at", TS),
+        sa.Column("head_seq", sa.Integer()),
+        sa.Column("head_hash", sa.String(64)),
     )
     op.create_index("ix_consent_records_call_id", "consent_records", ["call_id"])
     op.create_index("ix_consent_records_pii_principal_id", "consent_records", ["pii_principal_id"])
