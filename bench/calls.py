@@ -56,13 +56,19 @@ def peak_rss_mb(pid: int) -> float:
 
 def asterisk(version: str, *args: str) -> str:
     env = {**os.environ, "CONSENT_IVR_SHARE_DIRS": str(SHARE)}
-    return subprocess.run(["bash", str(REPO / "scripts/asterisk.sh"), *args, version], env=env,
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["bash", str(REPO / "scripts/asterisk.sh"), *args, version],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
 
 
 def asterisk_pid(version: str) -> int:
-    out = subprocess.run(["pgrep", "-f", f"var/asterisk-{version}/etc/asterisk.conf"],
-                         capture_output=True, text=True).stdout.split()
+    out = subprocess.run(
+        ["pgrep", "-f", f"var/asterisk-{version}/etc/asterisk.conf"], capture_output=True, text=True
+    ).stdout.split()
     return int(out[0])
 
 
@@ -72,7 +78,7 @@ def key_to_prompt_ms(view: dict[str, Any]) -> list[float]:
     events = view["events"]
     for i, e in enumerate(events):
         if e["kind"] == "key" and e["data"].get("acted_on"):
-            nxt = next((x for x in events[i + 1:] if x["kind"] == "prompt"), None)
+            nxt = next((x for x in events[i + 1 :] if x["kind"] == "prompt"), None)
             if nxt:
                 t0 = datetime.fromisoformat(e["at"])
                 t1 = datetime.fromisoformat(nxt["at"])
@@ -85,20 +91,37 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
-async def run_calls(ari: AriClient, db: Database, catalog: Catalog, n: int,
-                    timeout: float) -> dict[str, Any]:
+async def run_calls(
+    ari: AriClient, db: Database, catalog: Catalog, n: int, timeout: float
+) -> dict[str, Any]:
     ids = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(n)]
     t0 = time.monotonic()
-    await asyncio.gather(*(
-        place_call(ari, catalog, "agree", f"+7901{i:07d}", channel_id=cid, campaign="default",
-                   language="en")
-        for i, cid in enumerate(ids)
-    ))
-    views = await asyncio.gather(*(wait_for_record(db, cid, timeout) for cid in ids),
-                                 return_exceptions=True)
+    await asyncio.gather(
+        *(
+            place_call(
+                ari,
+                catalog,
+                "agree",
+                f"+7901{i:07d}",
+                channel_id=cid,
+                campaign="default",
+                language="en",
+            )
+            for i, cid in enumerate(ids)
+        )
+    )
+    views = await asyncio.gather(
+        *(wait_for_record(db, cid, timeout) for cid in ids), return_exceptions=True
+    )
     wall = time.monotonic() - t0
-    ok = [v for v in views if isinstance(v, dict) and v["outcome"] == "granted"
-          and v["integrity"]["chain_ok"] and v["recording"]]
+    ok = [
+        v
+        for v in views
+        if isinstance(v, dict)
+        and v["outcome"] == "granted"
+        and v["integrity"]["chain_ok"]
+        and v["recording"]
+    ]
     delays = [d for v in ok for d in key_to_prompt_ms(v)]
     return {"calls": n, "correct": len(ok), "wall_s": wall, "delays": delays}
 
@@ -121,8 +144,17 @@ async def main_async(args: argparse.Namespace) -> int:
     (tmp / "config.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
     env = {**os.environ, "CONSENT_IVR_ARI_PASSWORD": ari_env["CONSENT_IVR_ARI_PASSWORD"]}
     service = subprocess.Popen(
-        [str(REPO / ".venv/bin/consent-ivr"), "--log-level", "WARNING", "-c",
-         str(tmp / "config.yaml"), "run"], env=env, cwd=tmp)
+        [
+            str(REPO / ".venv/bin/consent-ivr"),
+            "--log-level",
+            "WARNING",
+            "-c",
+            str(tmp / "config.yaml"),
+            "run",
+        ],
+        env=env,
+        cwd=tmp,
+    )
     conf = load(tmp / "config.yaml", env=env)
     catalog = Catalog(conf)
     catalog.check_audio()
@@ -152,17 +184,20 @@ async def main_async(args: argparse.Namespace) -> int:
     def show(name: str, r: dict[str, Any]) -> tuple[float, float]:
         d = r["delays"] or [float("nan")]
         med, p99 = statistics.median(d), pct(d, 99)
-        print(f"{name:>9}: {r['correct']}/{r['calls']} correct in {r['wall_s']:.1f}s; "
-              f"keypress->next prompt median {med:.1f} ms, p99 {p99:.1f} ms "
-              f"({len(r['delays'])} keypresses)")
+        print(
+            f"{name:>9}: {r['correct']}/{r['calls']} correct in {r['wall_s']:.1f}s; "
+            f"keypress->next prompt median {med:.1f} ms, p99 {p99:.1f} ms "
+            f"({len(r['delays'])} keypresses)"
+        )
         return med, p99
 
-    print(f"Asterisk {args.asterisk}, database {Database(db_url).dialect}, "
-          f"{os.cpu_count()} cores")
+    print(f"Asterisk {args.asterisk}, database {Database(db_url).dialect}, {os.cpu_count()} cores")
     bmed, bp99 = show("baseline", base)
     lmed, lp99 = show("load", load_run)
-    print(f"     load: service CPU {cpu_svc:.1f}s, Asterisk CPU {cpu_ast:.1f}s, "
-          f"service peak RSS {rss:.0f} MB")
+    print(
+        f"     load: service CPU {cpu_svc:.1f}s, Asterisk CPU {cpu_ast:.1f}s, "
+        f"service peak RSS {rss:.0f} MB"
+    )
     print(f"    ratio: load/baseline median {lmed / bmed:.2f}x, p99 {lp99 / bp99:.2f}x")
     return 0 if load_run["correct"] == args.calls else 1
 

@@ -179,8 +179,17 @@ def cmd_call(args: argparse.Namespace) -> int:
         ari = AriClient(conf.ari.url, conf.ari.user, conf.ari.password, conf.ari.app)
         await ari.start(events=False)
         try:
-            app_args = ",".join(["outbound", name, args.language or campaign.language, phone])
-            chan = await ari.originate(endpoint, app_args=app_args)
+            # Through dialplan/consent-inbound.conf's consent-outbound context, which starts
+            # the recording when the person answers and hands the call to the app.
+            chan = await ari.originate(
+                endpoint,
+                context="consent-outbound",
+                extension=phone.lstrip("+"),
+                variables={
+                    "CONSENT_CAMPAIGN": name,
+                    "CONSENT_LANGUAGE": args.language or campaign.language,
+                },
+            )
             return str(chan["id"])
         finally:
             await ari.close()

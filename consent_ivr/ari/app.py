@@ -1,9 +1,11 @@
 """The Stasis application: accepts calls entering the app and runs one CallSession each.
 
 Stasis arguments (dialplan `Stasis(app,ARGS)` or ARI originate `appArgs`):
-``direction[,campaign[,language[,phone]]]`` with direction `inbound` or `outbound`. The phone
-defaults to the caller's number (inbound) or the dialled number (outbound). Channels we create
-ourselves (the recording snoop) enter with `snoop` and are not calls.
+``direction[,campaign[,language[,phone[,mixmonitor:NAME]]]]`` with direction `inbound` or
+`outbound`. The phone defaults to the caller's number (inbound) or the dialled number
+(outbound). `mixmonitor:NAME` says the dialplan already records the call (MixMonitor into the
+ARI recording folder as NAME.wav, see dialplan/consent-inbound.conf); without it the app
+records through a snoop channel. Channels we create ourselves (the snoop) enter with `snoop`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from consent_ivr.ari.call import CallSession, CallSetup
 from consent_ivr.ari.client import AriClient, AriError, AriEvent
 from consent_ivr.config import Config
-from consent_ivr.phone import mask, to_e164
+from consent_ivr.phone import to_e164
 from consent_ivr.prompts import Catalog
 from consent_ivr.store.db import Database
 from consent_ivr.store.records import DecisionHook
@@ -93,7 +95,12 @@ class ConsentApp:
                 "exten", ""
             )
         phone = to_e164(raw, self.config.default_region) or raw or "unknown"
-        return CallSetup(direction=direction, campaign=name, language=language, phone=phone)
+        recording = None
+        if len(args) > 4 and args[4].startswith("mixmonitor:"):
+            recording = args[4].split(":", 1)[1] or None
+        return CallSetup(
+            direction=direction, campaign=name, language=language, phone=phone, recording=recording
+        )
 
     def _on_stasis_start(self, event: AriEvent) -> None:
         args = event.get("args") or []

@@ -38,6 +38,7 @@ class CallSetup:
     campaign: str
     language: str
     phone: str
+    recording: str | None = None  # name of the MixMonitor recording the dialplan started
 
 
 class CallSession:
@@ -49,7 +50,7 @@ class CallSession:
         self.channel_id: str = self.channel["id"]
         self.key = uuid.uuid4().hex
         self.snoop_id = f"snoop-{self.key}"
-        self.recording_name = f"consent-{self.key}"
+        self.recording_name = setup.recording or f"consent-{self.key}"
         _, self.campaign = app.config.campaign(setup.campaign)
         self.flow = f.ConsentFlow(self.campaign.rules(app.config.flow))
         self.queue: asyncio.Queue[AriEvent | f.Event] = asyncio.Queue()
@@ -87,6 +88,8 @@ class CallSession:
                     await self._on_ari(item)
                 elif isinstance(item, f.HungUp):
                     await self._hung_up()
+                elif isinstance(item, f.RecordingFailed) and self.flow.step is not f.Step.RECORDING:
+                    continue  # the watchdog fired after all went well
                 else:
                     await self._feed(item)
             await self._finalize()
@@ -127,7 +130,9 @@ class CallSession:
     async def _on_ari(self, ev: AriEvent) -> None:
         kind = ev.get("type")
         channel = (ev.get("channel") or {}).get("id")
-        if kind == "ChannelDtmfReceived" and channel == self.channel_id:
+        if kind == "StasisStart" and channel == self.snoop_id:
+            await self._record_snoop()
+        elif kind == "ChannelDtmfReceived" and channel == self.channel_id:
             digit = ev["digit"]
             self.note(
                 "key", {"digit": digit, "acted_on": self.flow.accepts_keys}, at=event_time(ev)
@@ -158,7 +163,14 @@ class CallSession:
                     await self._feed(f.PromptFinished(play[0]))
         elif kind == "RecordingStarted":
             self.recording_state = "started"
-            self.note("recording_started", {"name": self.recording_name}, at=event_time(ev))
+            watchdog = self.timers.pop(-1, None)
+            if watchdog:
+                watchdog.cancel()
+            self.note(
+                "recording_started",
+                {"name": self.recording_name, "method": "snoop"},
+                at=event_time(ev),
+            )
             if self.flow.step is f.Step.RECORDING:
                 await self._feed(f.RecordingStarted())
         elif kind in ("RecordingFinished", "RecordingFailed"):
@@ -231,13 +243,37 @@ class CallSession:
             return False
 
     async def _start_recording(self) -> None:
+        """The dialplan's MixMonitor already records (cheap: no extra channel); otherwise snoop
+        both directions and record the snoop once it is in Stasis (earlier is refused, 409)."""
+        if self.setup.recording:
+            self.recording_state = "mixmonitor"
+            # MixMonitor ran in the dialplan before the call entered the app.
+            self.note(
+                "recording_started",
+                {"name": self.recording_name, "method": "mixmonitor"},
+                at=self.started_at,
+            )
+            self.post(f.RecordingStarted())
+            return
         try:
             await self.ari.snoop(self.channel_id, self.snoop_id, "snoop")
+        except AriError as e:
+            self._recording_failed(str(e))
+            return
+        timeout = self.app.config.flow.recording_stop_timeout_s
+        watchdog = f.RecordingFailed("the recording did not start in time")
+        self.timers[-1] = asyncio.get_running_loop().call_later(timeout, self.post, watchdog)
+
+    async def _record_snoop(self) -> None:
+        try:
             await self.ari.record(self.snoop_id, self.recording_name, "wav")
         except AriError as e:
-            self.log.error("could not start the recording: %s", e)
-            self.note("recording_failed", {"reason": str(e)})
-            self.post(f.RecordingFailed(str(e)))
+            self._recording_failed(str(e))
+
+    def _recording_failed(self, reason: str) -> None:
+        self.log.error("could not start the recording: %s", reason)
+        self.note("recording_failed", {"reason": reason})
+        self.post(f.RecordingFailed(reason))
 
     async def _play(self, name: str, play_id: int) -> None:
         prompt = self.app.catalog.get(self.setup.campaign, self.setup.language, name)
@@ -367,6 +403,11 @@ class CallSession:
         if self.recording_state is None:
             return None
         timeout = self.app.config.flow.recording_stop_timeout_s
+        if self.recording_state == "mixmonitor":
+            data = await self._fetch_closed_wav(timeout)
+            if data is None:
+                return None
+            return await self._keep_recording(data)
         if not self.recording_done.is_set():
             # The snoop ends with the channel; ask explicitly if it has not yet.
             with contextlib.suppress(AriError):
@@ -383,6 +424,28 @@ class CallSession:
         except AriError as e:
             self.log.error("could not download the recording: %s", e)
             return None
+        return await self._keep_recording(data)
+
+    async def _fetch_closed_wav(self, timeout: float) -> bytes | None:
+        """MixMonitor closes its file a moment after the channel is gone, and only then writes
+        the sizes into the WAV header: download until the header matches the file."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                data = await self.ari.stored_recording(self.recording_name)
+                if _wav_closed(data):
+                    return data
+            except AriError as e:
+                if e.status != 404:
+                    self.log.error("could not download the recording: %s", e)
+                    return None
+            if loop.time() > deadline:
+                self.log.error("recording %s was not closed in %.0fs", self.recording_name, timeout)
+                return None
+            await asyncio.sleep(0.2)
+
+    async def _keep_recording(self, data: bytes) -> RecordingInfo:
         info = await asyncio.to_thread(self._save_recording, data)
         if not self.app.config.recordings.keep_on_asterisk:
             with contextlib.suppress(AriError):
@@ -410,6 +473,15 @@ class CallSession:
             duration_s=duration,
             format="wav",
         )
+
+
+def _wav_closed(data: bytes) -> bool:
+    """True when the RIFF header's size matches the data (the writer has closed the file)."""
+    return (
+        len(data) > 44
+        and data[:4] == b"RIFF"
+        and int.from_bytes(data[4:8], "little") == len(data) - 8
+    )
 
 
 def _brief(e: BaseException) -> str:

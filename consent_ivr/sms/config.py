@@ -34,6 +34,7 @@ class DlrConfig(_Model):
 
 class LogGatewayConfig(_Model):
     file: Path = Path("var/sms-outbox.jsonl")
+    echo: bool = True  # also print each SMS to stdout
 
 
 class KannelConfig(_Model):
@@ -74,6 +75,9 @@ def _merge_templates(user: Any) -> Any:
 class SmsConfig(_Model):
     enabled: bool = True
     gateway: Literal["log", "kannel", "smpp"] = "log"
+    # `consent-ivr run` also runs a worker (the single-machine default); more workers, e.g.
+    # `consent-ivr sms-worker` processes, may run beside it safely.
+    worker_in_process: bool = True
     sender: str = Field(default="CONSENT", min_length=1, max_length=20)
     # Used when the number does not tell one time zone (Russian mobiles span eleven).
     timezone: str = "Europe/Moscow"

@@ -56,12 +56,16 @@ def claim(
     candidates = select(SmsJob.id).where(due).order_by(SmsJob.next_attempt_at).limit(limit)
     if session.get_bind().dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE is evaluated once; as an IN (subquery) PostgreSQL may run the SKIP LOCKED select
+    # again per row and claim far more than `limit` rows.
+    picked = candidates.cte("picked")
     token = new_id()
     # SET expressions see the row as it was: a job still `sending` here has lost its worker.
     was_cut_off = SmsJob.status == SENDING
     stmt = (
         update(SmsJob)
-        .where(SmsJob.id.in_(candidates.scalar_subquery()))
+        # `due` again: a row another worker claimed meanwhile is no longer due.
+        .where(SmsJob.id.in_(select(picked.c.id)), due)
         .values(
             status=SENDING,
             claim_token=token,
@@ -69,8 +73,10 @@ def claim(
             lease_until=now + timedelta(seconds=lease_s),
             attempts=SmsJob.attempts + 1,
             in_doubt=or_(SmsJob.in_doubt, was_cut_off),
+            # For a job in doubt this is when the doubt began: the wait for a report that
+            # could settle it counts from a moment when a report receiver was surely up.
             attempt_started_at=case(
-                (or_(SmsJob.in_doubt, was_cut_off), SmsJob.attempt_started_at), else_=now
+                (and_(SmsJob.in_doubt, ~was_cut_off), SmsJob.attempt_started_at), else_=now
             ),
         )
         .returning(
@@ -115,9 +121,10 @@ def restart_attempt(
             lease_until=now + timedelta(seconds=lease_s),
             in_doubt=False,
         )
+        .returning(SmsJob.id)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return result.first() is not None
 
 
 def mark_sent(

@@ -53,7 +53,7 @@ def make_gateway(sms: SmsConfig, *, dlr_url: str) -> Gateway:
         return KannelGateway(sms.kannel, sender=sms.sender, dlr_url=dlr_url)
     if sms.gateway == "smpp":
         return SmppGateway(sms.smpp, sender=sms.sender)
-    return LogGateway(sms.log.file)
+    return LogGateway(sms.log.file, echo=sms.log.echo)
 
 
 class Worker:

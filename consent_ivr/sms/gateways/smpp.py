@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from aiosmpplib import (
@@ -45,6 +47,8 @@ from consent_ivr.sms.gateways import (
 )
 
 log = logging.getLogger(__name__)
+
+_REMEMBERED = 10_000
 
 RECEIPT_STATES: dict[str, str] = {
     "DELIVRD": "delivered",
@@ -102,6 +106,8 @@ class SmppGateway:
         self._esme: ESME | None = None
         self._runner: asyncio.Task[None] | None = None
         self._pending: dict[str, asyncio.Future[SubmitSmResp]] = {}
+        # message id -> job id: a receipt may overtake the worker's write of the message id.
+        self._jobs: OrderedDict[str, str] = OrderedDict()
         self._reports: ReportSink | None = None
         self._report_tasks: set[asyncio.Task[None]] = set()
         self.receipts = 0
@@ -170,6 +176,10 @@ class SmppGateway:
         raise PermanentError(f"rejected by the SMSC: {status.name}")
 
     def _answered(self, resp: SubmitSmResp) -> None:
+        if resp.message_id and resp.log_id:
+            self._jobs[resp.message_id] = resp.log_id
+            while len(self._jobs) > _REMEMBERED:
+                self._jobs.popitem(last=False)
         waiter = self._pending.get(resp.log_id)
         if waiter is not None and not waiter.done():
             waiter.set_result(resp)
@@ -189,18 +199,32 @@ class SmppGateway:
             return
         receipt: dict[str, Any] = message.parse_receipt()
         state = str(receipt.get("stat", "UNKNOWN"))
+        message_id = str(receipt.get("id", "")) or None
         self.receipts += 1
         report = DeliveryReport(
             RECEIPT_STATES.get(state, "failed"),  # type: ignore[arg-type]
             gateway_status=f"smpp:{state}",
-            job_id=message.log_id or None,
-            message_id=str(receipt.get("id", "")) or None,
+            job_id=message.log_id or self._jobs.get(message_id or "") or None,
+            message_id=message_id,
             detail={"stat": state, "err": str(receipt.get("err", ""))},
         )
         if self._reports is not None:
-            task = asyncio.create_task(self._reports(report))
+            task = asyncio.create_task(self._report(report))
             self._report_tasks.add(task)
             task.add_done_callback(self._report_tasks.discard)
+
+    async def _report(self, report: DeliveryReport) -> None:
+        # Some SMSCs send the receipt before the submit_sm_resp that names its message id.
+        for _ in range(40):
+            if report.job_id or not report.message_id:
+                break
+            job_id = self._jobs.get(report.message_id)
+            if job_id:
+                report = replace(report, job_id=job_id)
+                break
+            await asyncio.sleep(0.05)
+        assert self._reports is not None
+        await self._reports(report)
 
     async def lookup(self, sms: Outgoing) -> Lookup:
         return Lookup.UNKNOWN

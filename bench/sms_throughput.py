@@ -1,0 +1,180 @@
+"""SMS jobs per second through a real Kannel on this machine, against the log gateway.
+
+    .venv/bin/python bench/sms_throughput.py [--jobs 500] [--database URL]
+
+Starts a private Kannel with scripts/kannel.sh (free loopback ports, a temporary directory),
+stores N decisions with their outbox jobs, runs one worker in this process and measures from
+the worker's start until every job is `sent` (accepted by Kannel) and until every job is
+`delivered` (the fake SMSC's delivery report came back through the dlr-url). The same N jobs
+through the log gateway give the baseline: the cost of the outbox itself.
+Bounded: gives up after --timeout seconds; always stops its Kannel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from consent_ivr.sms.config import SmsConfig
+from consent_ivr.sms.models import SmsJob
+from consent_ivr.sms.outbox import enqueue_confirmation
+from consent_ivr.sms.worker import run_worker
+from consent_ivr.store.db import Database, upgrade
+from consent_ivr.store.models import Call, ConsentRecord, new_id
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = str(REPO / "scripts" / "kannel.sh")
+SHORT = {
+    "default": {
+        lang: {d: f"{d} {{record_id}}" for d in ("granted", "declined", "withdrawn")}
+        for lang in ("ru", "en")
+    }
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def store_decisions(db: Database, sms: SmsConfig, n: int, campaign: str) -> None:
+    at = datetime.now(UTC)
+    with db.session() as session:
+        for i in range(n):
+            call = Call(
+                channel_id=f"{campaign}-{i}",
+                direction="outbound",
+                caller_number="100",
+                called_number="+79001234567",
+                campaign=campaign,
+                language="en",
+                started_at=at,
+            )
+            record = ConsentRecord(
+                record_id=new_id(),
+                call=call,
+                pii_principal_id="+79001234567",
+                jurisdiction="RU",
+                language="en",
+                campaign=campaign,
+                purpose_id="bench",
+                purpose={"text": "benchmarks", "withdrawal": "reply STOP"},
+                controller={"name": "Bench Ltd"},
+                collection_method="ivr-keypad",
+                direction="outbound",
+                outcome="granted",
+                started_at=at,
+                decided_at=at,
+            )
+            session.add_all([call, record])
+            enqueue_confirmation(session, record, decision="granted", at=at, sms=sms)
+
+
+def count(db: Database, campaign: str, *statuses: str) -> int:
+    query = select(func.count()).select_from(SmsJob)
+    query = query.where(SmsJob.campaign == campaign, SmsJob.status.in_(statuses))
+    with db.session() as session:
+        return session.scalar(query) or 0
+
+
+async def measure(url: str, sms: SmsConfig, n: int, timeout: float) -> tuple[float, float]:
+    """Seconds until all n jobs were accepted by the gateway, and until all were delivered."""
+    upgrade(url)
+    db = Database(url)
+    campaign = f"bench-{sms.gateway}-{new_id()[:8]}"
+    try:
+        store_decisions(db, sms, n, campaign)
+        stop = asyncio.Event()
+        start = time.perf_counter()
+        task = asyncio.create_task(run_worker(db, sms, stop))
+        sent_s = delivered_s = 0.0
+        while time.perf_counter() - start < timeout and not task.done():
+            accepted = await asyncio.to_thread(count, db, campaign, "sent", "delivered")
+            if accepted == n and not sent_s:
+                sent_s = time.perf_counter() - start
+            if await asyncio.to_thread(count, db, campaign, "delivered") == n:
+                delivered_s = time.perf_counter() - start
+                break
+            await asyncio.sleep(0.02)
+        stop.set()
+        await task
+        if not delivered_s:
+            raise SystemExit(f"not all {n} jobs delivered within {timeout}s")
+        return sent_s or delivered_s, delivered_s
+    finally:
+        db.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--database", help="SQLAlchemy URL (default: a new SQLite file)")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="sms-bench-") as tmp:
+        env = {**os.environ, "CONSENT_IVR_VAR": tmp}
+        for name in ("ADMIN", "SMSBOX", "SMSC", "SENDSMS"):
+            env[f"CONSENT_IVR_KANNEL_{name}_PORT"] = str(free_port())
+        env.pop("CONSENT_IVR_KANNEL_PASSWORD", None)
+        env.pop("CONSENT_IVR_KANNEL_ADMIN_PASSWORD", None)
+        subprocess.run(["bash", SCRIPT, "start"], env=env, check=True, timeout=60)
+        try:
+            printed = subprocess.run(
+                ["bash", SCRIPT, "env"], env=env, check=True, capture_output=True, text=True
+            ).stdout
+            for line in printed.splitlines():
+                key, _, value = line.removeprefix("export ").partition("=")
+                os.environ[key] = value
+            common = {
+                "templates": SHORT,
+                "batch_size": 50,
+                "concurrency": args.concurrency,
+                "poll_interval_s": 0.05,
+            }
+            kannel = SmsConfig.model_validate(
+                {
+                    **common,
+                    "gateway": "kannel",
+                    "kannel": {
+                        "sendsms_url": os.environ["CONSENT_IVR_KANNEL_SENDSMS_URL"],
+                        "admin_url": os.environ["CONSENT_IVR_KANNEL_ADMIN_URL"],
+                        "username": os.environ["CONSENT_IVR_KANNEL_USERNAME"],
+                    },
+                    "dlr": {"port": free_port()},
+                }
+            )
+            log = SmsConfig.model_validate(
+                {**common, "log": {"file": f"{tmp}/log.jsonl", "echo": False}}
+            )
+            url = args.database or f"sqlite:///{tmp}/kannel.db"
+            sent_s, delivered_s = asyncio.run(measure(url, kannel, args.jobs, args.timeout))
+            log_url = args.database or f"sqlite:///{tmp}/log.db"
+            _, log_s = asyncio.run(measure(log_url, log, args.jobs, args.timeout))
+        finally:
+            subprocess.run(["bash", SCRIPT, "stop"], env=env, timeout=60)
+    n = args.jobs
+    print(f"jobs: {n}, database: {args.database or 'sqlite'}, concurrency: {args.concurrency}")
+    print(f"kannel: {n / sent_s:.0f} jobs/s accepted by Kannel ({sent_s:.2f} s)")
+    print(
+        f"kannel: {n / delivered_s:.0f} jobs/s with delivery reports stored ({delivered_s:.2f} s)"
+    )
+    print(f"log gateway: {n / log_s:.0f} jobs/s ({log_s:.2f} s)")
+    print(f"kannel / log: {log_s / delivered_s:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""End-to-end fixtures: a real private Asterisk (22 in a chroot, 16 on the host, both started by
+scripts/asterisk.sh), the real service in-process, simulated callers on Local channels."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from consent_ivr.config import Config
+from consent_ivr.prompts import Catalog
+from consent_ivr.service import Service, running
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "scripts" / "asterisk.sh"
+# Bind-mounted into the Asterisk 22 chroot at the same path, so `sound:/abs/path` plays there.
+SHARE = REPO / "var" / "prompts"
+E2E_PROMPTS = Path(__file__).resolve().parent / "prompts"
+
+_started: set[str] = set()
+
+
+def _script(*args: str) -> str:
+    env = {**os.environ, "CONSENT_IVR_SHARE_DIRS": str(SHARE)}
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=900
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"scripts/asterisk.sh {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout
+
+
+def asterisk_env(version: str) -> dict[str, str]:
+    """Install (cached) and start a private Asterisk; its ARI coordinates."""
+    SHARE.mkdir(parents=True, exist_ok=True)
+    _script("install", version)
+    _script("start", version)
+    _started.add(version)
+    env: dict[str, str] = {}
+    for line in _script("env", version).splitlines():
+        key, _, value = line.partition("=")
+        if key:
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_asterisks() -> Iterator[None]:
+    yield
+    if os.environ.get("CONSENT_IVR_KEEP_ASTERISK"):
+        return
+    for version in sorted(_started):
+        subprocess.run(["bash", str(SCRIPT), "stop", version], capture_output=True, timeout=120)
+
+
+def e2e_config(ari: dict[str, str], database_url: str, tmp: Path, **flow: Any) -> Config:
+    return Config.model_validate(
+        {
+            "ari": {
+                "url": ari["CONSENT_IVR_ARI_URL"],
+                "user": ari["CONSENT_IVR_ARI_USER"],
+                "password": ari["CONSENT_IVR_ARI_PASSWORD"],
+                "app": "consent-ivr",
+            },
+            "database": {"url": database_url},
+            "recordings": {"dir": str(tmp / "recordings")},
+            "prompts": {"dir": str(E2E_PROMPTS), "audio_dir": str(SHARE / "e2e")},
+            "http": {"enabled": False},
+            "flow": {"key_timeout_s": 1.5, "max_attempts": 3, "max_repeats": 2, **flow},
+            "campaigns": {
+                "default": {
+                    "language": "en",
+                    "languages": ["en", "ru"],
+                    "controller": {"name": {"en": "Acme", "ru": "Акме"}},
+                    "purpose": {
+                        "id": "e2e-offers",
+                        "text": {"en": "offers", "ru": "предложения"},
+                        "data_categories": {"en": "phone", "ru": "телефон"},
+                        "retention": {"en": "a year", "ru": "год"},
+                        "withdrawal": {"en": "call us", "ru": "позвоните нам"},
+                    },
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="session")
+def e2e_prompts_built() -> None:
+    """Build the short test prompts once (cached on disk by text)."""
+    dummy = {
+        "CONSENT_IVR_ARI_URL": "http://127.0.0.1:1",
+        "CONSENT_IVR_ARI_USER": "x",
+        "CONSENT_IVR_ARI_PASSWORD": "x",
+    }
+    Catalog(e2e_config(dummy, "sqlite://", SHARE)).build()
+
+
+# Each backend pairs an Asterisk line with a database, so both of each are covered.
+BACKENDS = [("22", "sqlite"), ("16", "postgresql")]
+
+
+@pytest_asyncio.fixture(
+    loop_scope="session", scope="module", params=BACKENDS, ids=["ast22-sqlite", "ast16-pg"]
+)
+async def service(
+    request: pytest.FixtureRequest,
+    e2e_prompts_built: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[Service]:
+    """The service on the module's (asterisk version, database) pair."""
+    version, database = request.param
+    ari = asterisk_env(version)
+    tmp = tmp_path_factory.mktemp(f"ast{version}-{database}")
+    if database == "sqlite":
+        url = f"sqlite:///{tmp / 'consent.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    async with running(e2e_config(ari, url, tmp)) as svc:
+        yield svc
+
+
+def assert_evidence(view: dict[str, Any]) -> None:
+    """What every stored call must prove, whatever its outcome."""
+    assert view["integrity"]["chain_ok"], view["integrity"]["problems"]
+    kinds = [e["kind"] for e in view["events"]]
+    assert kinds[0] == "requested"
+    assert "call_ended" in kinds
+    # Recording both directions started before the first word was played.
+    if "prompt" in kinds:
+        assert "recording_started" in kinds
+        assert kinds.index("recording_started") < kinds.index("prompt")
+        rec_at = next(e["at"] for e in view["events"] if e["kind"] == "recording_started")
+        assert rec_at <= view["prompts"][0]["at"]
+        assert view["prompts"][0]["prompt"] == "notice"
+    for p in view["prompts"]:
+        assert p["sha256"] and len(p["sha256"]) == 64
+    rec = view["recording"]
+    assert rec is not None, "no recording stored"
+    data = Path(rec["path"]).read_bytes()
+    assert len(data) > 44, "recording is empty"
+    assert hashlib.sha256(data).hexdigest() == rec["sha256"]
+    assert rec["duration_s"] > 0
+
+
+def keys(view: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return [(k["digit"], k["step"], k["acted_on"]) for k in view["keys"]]
+
+
+def prompts(view: dict[str, Any]) -> list[str]:
+    return [p["prompt"] for p in view["prompts"]]
