@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,19 @@ async def run_calls(
         and v["recording"]
     ]
     delays = [d for v in ok for d in key_to_prompt_ms(v)]
-    return {"calls": n, "correct": len(ok), "wall_s": wall, "delays": delays}
+    outcomes = Counter(
+        (v["outcome"], "recorded" if v["recording"] else "no recording")
+        if isinstance(v, dict)
+        else ("no record", type(v).__name__)
+        for v in views
+    )
+    return {
+        "calls": n,
+        "correct": len(ok),
+        "wall_s": wall,
+        "delays": delays,
+        "outcomes": dict(outcomes),
+    }
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -143,15 +156,13 @@ async def main_async(args: argparse.Namespace) -> int:
     data["prompts"]["dir"] = str(E2E_PROMPTS)
     (tmp / "config.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
     env = {**os.environ, "CONSENT_IVR_ARI_PASSWORD": ari_env["CONSENT_IVR_ARI_PASSWORD"]}
-    service = subprocess.Popen(
-        [
-            str(REPO / ".venv/bin/consent-ivr"),
-            "--log-level",
-            "WARNING",
-            "-c",
-            str(tmp / "config.yaml"),
-            "run",
-        ],
+    service = await asyncio.create_subprocess_exec(
+        str(REPO / ".venv/bin/consent-ivr"),
+        "--log-level",
+        "WARNING",
+        "-c",
+        str(tmp / "config.yaml"),
+        "run",
         env=env,
         cwd=tmp,
     )
@@ -178,7 +189,7 @@ async def main_async(args: argparse.Namespace) -> int:
     finally:
         await ari.close()
         service.send_signal(signal.SIGTERM)
-        service.wait(30)
+        await asyncio.wait_for(service.wait(), 30)
         db.close()
 
     def show(name: str, r: dict[str, Any]) -> tuple[float, float]:
@@ -189,6 +200,8 @@ async def main_async(args: argparse.Namespace) -> int:
             f"keypress->next prompt median {med:.1f} ms, p99 {p99:.1f} ms "
             f"({len(r['delays'])} keypresses)"
         )
+        if r["correct"] != r["calls"]:
+            print(f"           outcomes: {r['outcomes']}")
         return med, p99
 
     print(f"Asterisk {args.asterisk}, database {Database(db_url).dialect}, {os.cpu_count()} cores")

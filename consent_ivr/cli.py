@@ -24,6 +24,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sms_worker(args: argparse.Namespace) -> int:
+    from consent_ivr.sms.worker import main as worker_main
+
+    return asyncio.run(worker_main(_config(args)))
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from consent_ivr.store.db import upgrade
 
@@ -73,8 +79,9 @@ def _sms_view(session: Any, record_id: str) -> dict[str, Any] | None:
 
 
 def cmd_records(args: argparse.Namespace) -> int:
+    from consent_ivr.clock import iso
     from consent_ivr.phone import to_e164
-    from consent_ivr.store.records import iso, list_records
+    from consent_ivr.store.records import list_records
 
     conf = _config(args)
     phone = to_e164(args.phone, conf.default_region) or args.phone if args.phone else None
@@ -253,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="run the ARI service").set_defaults(fn=cmd_run)
+    sub.add_parser("sms-worker", help="run the SMS confirmation worker").set_defaults(
+        fn=cmd_sms_worker
+    )
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply migrations").set_defaults(fn=cmd_db_upgrade)

@@ -79,6 +79,7 @@ async def running(
             from consent_ivr.sms.worker import run_worker
 
             worker = asyncio.create_task(run_worker(db, config.sms, stop_worker))
+            worker.add_done_callback(_report_worker_end)
         log.info(
             "consent-ivr ready: app %s on %s, database %s",
             config.ari.app,
@@ -98,7 +99,12 @@ async def running(
 
 
 def _worker_in_process(config: Config) -> bool:
-    return bool(config.sms.enabled and getattr(config.sms, "worker_in_process", False))
+    return config.sms.enabled and config.sms.worker_in_process
+
+
+def _report_worker_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the SMS worker stopped: %s", task.exception())
 
 
 async def serve_forever(config: Config) -> None:

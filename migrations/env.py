@@ -4,6 +4,7 @@ falls back to the URL in the config."""
 from alembic import context
 from sqlalchemy import create_engine
 
+import consent_ivr.sms.models  # noqa: F401  (the SMS outbox tables join the metadata)
 from consent_ivr.store.models import Base
 
 config = context.config

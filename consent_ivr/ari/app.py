@@ -141,19 +141,3 @@ class ConsentApp:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def originate(
-        self,
-        endpoint: str,
-        phone: str,
-        *,
-        campaign: str | None = None,
-        language: str | None = None,
-        caller_id: str | None = None,
-    ) -> str:
-        """An outbound consent call: the callee hears the flow once they answer."""
-        name, c = self.config.campaign(campaign)
-        args = ",".join(["outbound", name, language or c.language, phone])
-        chan = await self.ari.originate(endpoint, app_args=args, caller_id=caller_id)
-        log.info("originated an outbound call to %s", mask(phone))
-        return str(chan["id"])

@@ -13,8 +13,8 @@ from functools import partial
 
 from aiohttp import web
 
+from consent_ivr.clock import now
 from consent_ivr.sms import jobs
-from consent_ivr.sms.clock import now
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.gateways.kannel import dlr_report
 from consent_ivr.store.db import Database

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from consent_ivr.sms.clock import as_utc
+from consent_ivr.clock import utc
 from consent_ivr.sms.gateways import DeliveryReport, Outgoing
 from consent_ivr.sms.models import (
     DELIVERED,
@@ -98,8 +98,8 @@ def claim(
             token=token,
             attempts=row.attempts,
             in_doubt=bool(row.in_doubt),
-            created_at=as_utc(row.created_at),
-            attempt_started_at=as_utc(row.attempt_started_at or now),
+            created_at=utc(row.created_at),
+            attempt_started_at=utc(row.attempt_started_at or now),
         )
         for row in session.execute(stmt)
     ]

@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent_ivr.clock import iso, now, utc
 from consent_ivr.sms import templates as tpl
-from consent_ivr.sms.clock import as_utc, iso, now
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.encoding import measure
 from consent_ivr.sms.models import FAILED, QUEUED, SmsJob
@@ -70,7 +70,7 @@ def enqueue_confirmation(
         raise ValueError(f"decision must be one of {tpl.DECISIONS}, got {decision!r}")
     if record.record_id is None:
         session.flush()
-    at = as_utc(at)
+    at = utc(at)
     duplicate = session.scalar(
         select(SmsJob.id).where(
             SmsJob.record_id == record.record_id,

@@ -34,12 +34,3 @@ def parse_mobile(raw: str, region: str | None = None) -> MobileNumber:
     return MobileNumber(
         phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zones
     )
-
-
-def mask(phone: str | None) -> str:
-    """Keep only the last four digits: enough to tell numbers apart in a log, not to call one."""
-    if not phone:
-        return "-"
-    digits = [c for c in phone if c.isdigit()]
-    keep = 4 if len(digits) > 6 else 2
-    return "*" * max(len(digits) - keep, 0) + "".join(digits[-keep:])

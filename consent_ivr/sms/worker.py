@@ -20,8 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
+from consent_ivr.clock import now
+from consent_ivr.phone import mask
 from consent_ivr.sms import jobs
-from consent_ivr.sms.clock import now
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.gateways import (
     DeliveryReport,
@@ -36,7 +37,6 @@ from consent_ivr.sms.gateways.kannel import KannelGateway
 from consent_ivr.sms.gateways.log import LogGateway
 from consent_ivr.sms.gateways.smpp import SmppGateway
 from consent_ivr.sms.http import routes
-from consent_ivr.sms.phones import mask
 from consent_ivr.store.db import Database
 
 log = logging.getLogger(__name__)

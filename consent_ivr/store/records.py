@@ -8,12 +8,13 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent_ivr.clock import iso, utc
 from consent_ivr.store.models import SCHEMA_VERSION, Call, ConsentEvent, ConsentRecord
 
 GENESIS = "0" * 64
@@ -58,15 +59,6 @@ class RecordingInfo:
 
 
 DecisionHook = Callable[[Session, ConsentRecord, str, datetime], None]
-
-
-def utc(dt: datetime) -> datetime:
-    """SQLite hands back naive datetimes; everything we store is UTC."""
-    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
-
-
-def iso(dt: datetime | None) -> str | None:
-    return None if dt is None else utc(dt).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def event_hash(

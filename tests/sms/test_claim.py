@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import pytest
 
+from consent_ivr.clock import now
 from consent_ivr.sms import jobs
-from consent_ivr.sms.clock import now
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.store.db import Database
 

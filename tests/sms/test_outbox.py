@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from consent_ivr.phone import mask
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.models import SmsDeliveryReport, SmsJob
 from consent_ivr.sms.outbox import enqueue_confirmation, sms_status
@@ -110,7 +111,8 @@ async def test_log_gateway_delivers_each_job_once(
     assert sorted(line["job_id"] for line in lines) == sorted(
         sms_status_of(sqlite_db, r)["job_id"] for r in record_ids
     )
-    assert all(line["to"] == "*******4567" for line in lines)  # masked, even in the file
+    assert all(line["to"] == mask("+79001234567") for line in lines)  # masked, even in the file
+    assert all("900123" not in line["to"] for line in lines)
     printed = capsys.readouterr().out
     assert "+79001234567" not in printed and "вы дали согласие" in printed
     status = sms_status_of(sqlite_db, record_ids[0])

@@ -13,7 +13,7 @@ from consent_ivr import config as app_config
 from consent_ivr.sms import templates as tpl
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.encoding import measure
-from consent_ivr.sms.phones import InvalidPhone, mask, parse_mobile
+from consent_ivr.sms.phones import InvalidPhone, parse_mobile
 from consent_ivr.sms.worker import retry_delay
 
 pytestmark = pytest.mark.unit
@@ -64,9 +64,11 @@ def test_phone_rejected_with_a_reason(raw: str, reason: str) -> None:
         parse_mobile(raw, "RU")
 
 
-def test_mask_keeps_only_the_tail() -> None:
-    assert mask("+79001234567") == "*******4567"
-    assert "900123" not in mask("+79001234567")
+def test_phones_module_has_no_second_mask() -> None:
+    # One masking rule for the whole service: consent_ivr.phone.mask (tested in tests/unit).
+    import consent_ivr.sms.phones as phones
+
+    assert not hasattr(phones, "mask")
 
 
 def test_default_templates_cover_every_decision_and_use_known_variables() -> None:

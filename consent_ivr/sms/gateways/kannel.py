@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 import aiohttp
 
+from consent_ivr.phone import mask
 from consent_ivr.sms.config import KannelConfig
 from consent_ivr.sms.gateways import (
     Accepted,
@@ -26,7 +27,6 @@ from consent_ivr.sms.gateways import (
     ReportSink,
     TransientError,
 )
-from consent_ivr.sms.phones import mask
 
 log = logging.getLogger(__name__)
 

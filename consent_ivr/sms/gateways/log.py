@@ -12,8 +12,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from consent_ivr.phone import mask
 from consent_ivr.sms.gateways import Accepted, DeliveryReport, Lookup, Outgoing, ReportSink
-from consent_ivr.sms.phones import mask
 
 
 class LogGateway:
