@@ -465,7 +465,7 @@ modules_conf_16() {
         res_ari_playbacks res_ari_recordings res_ari_sounds \
         res_curl res_http_media_cache res_musiconhold res_speech res_agi res_clioriginate \
         bridge_simple bridge_softmix bridge_holding bridge_builtin_features chan_bridge_media \
-        app_stasis app_dial app_playback app_senddtmf app_record app_mixmonitor app_read \
+        app_stasis app_dial app_playback app_senddtmf app_playtones app_record app_mixmonitor app_read \
         app_echo app_exec app_stack app_userevent app_verbose app_while app_originate \
         func_callerid func_logic func_strings func_channel func_global func_math func_rand \
         func_timeout func_cut func_uri \

@@ -6,9 +6,13 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 bash scripts/setup.sh
+bash scripts/postgres.sh
+if [ -z "${CONSENT_IVR_TEST_PG:-}" ] && [ -f var/postgres-test.env ]; then
+  set -a; . var/postgres-test.env; set +a
+fi
 bash scripts/asterisk.sh install 22
 bash scripts/asterisk.sh install 16
-if [ -f scripts/kannel.sh ]; then bash scripts/kannel.sh install; fi
+bash scripts/kannel.sh install
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-import psycopg
 import pytest
 from sqlalchemy import func, select
 
@@ -27,9 +26,9 @@ from consent_ivr.sms.models import SmsJob
 from consent_ivr.sms.outbox import enqueue_confirmation
 from consent_ivr.store.db import Database, upgrade
 from consent_ivr.store.models import Call, ConsentRecord
+from tests.conftest import PgServer
 
 REPO = Path(__file__).resolve().parents[2]
-PG_ADMIN = os.environ.get("CONSENT_IVR_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 CONTROLLER = {"name": "ООО «Пример»", "contact": "privacy@example.com"}
 PURPOSE = {
@@ -130,16 +129,15 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    name = f"consent_ivr_sms_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    upgrade(url)
-    yield url
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test (shadows the session-wide one)."""
+    name = pg_server.create_database()
+    try:
+        url = pg_server.url(name)
+        upgrade(url)
+        yield url
+    finally:
+        pg_server.drop_database(name)
 
 
 @dataclass
