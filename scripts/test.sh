@@ -16,4 +16,5 @@ bash scripts/kannel.sh install
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy consent_ivr
 exec .venv/bin/pytest "$@"

@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,10 +73,10 @@ class AriClient:
         self._reconnect_max_s = reconnect_max_s
         self._session: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._routes: dict[str, asyncio.Queue[AriEvent]] = {}
+        self._routes: dict[str, asyncio.Queue[Any]] = {}
         self.connected = asyncio.Event()
         self.on_stasis_start: Callable[[AriEvent], None] | None = None
-        self.on_reconnect: Callable[[], Awaitable[None]] | None = None
+        self.on_reconnect: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -153,7 +153,7 @@ class AriClient:
 
     # ---- routing --------------------------------------------------------------------------
 
-    def route(self, channel_id: str, queue: asyncio.Queue[AriEvent]) -> None:
+    def route(self, channel_id: str, queue: asyncio.Queue[Any]) -> None:
         """Send events of `channel_id` (and its playbacks and recordings) to `queue`."""
         self._routes[channel_id] = queue
 
