@@ -226,6 +226,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "ARI_APP": ("ari", "app"),
     "DATABASE_URL": ("database", "url"),
     "RECORDINGS_DIR": ("recordings", "dir"),
+    "HTTP_HOST": ("http", "host"),
+    "HTTP_PORT": ("http", "port"),
+    "PROMPTS_MEDIA_URL": ("prompts", "media_url"),
 }
 
 

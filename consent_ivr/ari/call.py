@@ -486,5 +486,10 @@ def _wav_closed(data: bytes) -> bool:
 
 def _brief(e: BaseException) -> str:
     """An exception in one line, without the SQL statement and parameters it may carry."""
+    # SQLAlchemy wraps the driver's error; its own first line may be only a hint such as
+    # "(raised as a result of Query-invoked autoflush; ...)", without the cause.
+    orig = getattr(e, "orig", None)
+    if isinstance(orig, BaseException):
+        e = orig
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
     return f"{type(e).__name__}: {text}"[:300]

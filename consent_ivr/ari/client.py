@@ -140,6 +140,10 @@ class AriClient:
                 break
 
     def dispatch(self, event: AriEvent) -> None:
+        if event.get("type") == "ApplicationReplaced":
+            # Asterisk now sends this app's calls to another connection, and none to us.
+            log.error("another client connected as ARI app %s and takes its calls now", self.app)
+            return
         if event.get("type") == "StasisStart" and self.on_stasis_start:
             target = event_target(event)
             if target not in self._routes:
