@@ -68,8 +68,7 @@ class AriClient:
     ) -> None:
         self.base = url.rstrip("/") + "/ari"
         self.app = app
-        self._auth = aiohttp.BasicAuth(user, password)
-        self._api_key = f"{user}:{password}"
+        self._headers = {"Authorization": aiohttp.BasicAuth(user, password).encode()}
         self._reconnect_max_s = reconnect_max_s
         self._session: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -85,7 +84,7 @@ class AriClient:
         running service), the event websocket; returns once connected."""
         connector = aiohttp.TCPConnector(limit=64)
         self._session = aiohttp.ClientSession(
-            auth=self._auth, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+            headers=self._headers, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
         )
         if not events:
             return
@@ -103,9 +102,9 @@ class AriClient:
     async def _connect(self) -> aiohttp.ClientWebSocketResponse:
         assert self._session is not None
         ws_url = self.base.replace("http", "ws", 1) + "/events"
-        # The api_key query carries the credentials: never log this URL with its query.
-        params = {"app": self.app, "api_key": self._api_key, "subscribeAll": "false"}
-        ws = await self._session.ws_connect(ws_url, params=params, heartbeat=20, auth=None)
+        # Credentials go in the Authorization header, never in the URL.
+        params = {"app": self.app, "subscribeAll": "false"}
+        ws = await self._session.ws_connect(ws_url, params=params, heartbeat=20)
         self.connected.set()
         log.info("ARI websocket connected to %s (app %s)", ws_url, self.app)
         return ws

@@ -14,7 +14,7 @@ from consent_ivr.service import Service
 from consent_ivr.simulate import SCENARIOS, place_call, wait_for_record
 from tests.e2e.conftest import assert_evidence, keys, prompts
 
-pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
+pytestmark = pytest.mark.e2e
 
 
 async def call_all(svc: Service, scenarios: list[str], language: str) -> dict[str, Any]:

@@ -1,0 +1,56 @@
+"""Prompts for an Asterisk that does not share our filesystem: with `prompts.media_url` set,
+Asterisk fetches each prompt from the service's HTTP server through its HTTP media cache."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+
+from consent_ivr.service import running
+from consent_ivr.simulate import place_call, wait_for_record
+from tests.e2e.conftest import assert_evidence, asterisk_env, e2e_config, keys, prompts
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("version", ["22", "16"])
+async def test_prompts_over_http_media_cache(
+    version: str, e2e_prompts_built: None, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = e2e_config(asterisk_env(version), f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    conf = base.model_copy(
+        update={
+            "http": base.http.model_copy(update={"enabled": True, "port": port}),
+            "prompts": base.prompts.model_copy(
+                update={"media_url": f"http://127.0.0.1:{port}/prompts"}
+            ),
+        }
+    )
+    async with running(conf, sms_worker=False) as svc:
+        media = svc.app.catalog.media(svc.app.catalog.get("default", "en", "notice"))
+        assert media == f"sound:http://127.0.0.1:{port}/prompts/default/en/notice.wav"
+        cid = f"e2e-{uuid.uuid4().hex[:12]}"
+        await place_call(
+            svc.app.ari,
+            svc.app.catalog,
+            "agree",
+            "+79005550777",
+            channel_id=cid,
+            campaign="default",
+            language="en",
+        )
+        v = await wait_for_record(svc.db, cid, 120)
+    assert v["outcome"] == "granted", (v["outcome"], keys(v), prompts(v))
+    assert prompts(v)[:4] == ["notice", "purpose", "ask", "confirm_agree"]
+    assert not [e for e in v["events"] if e["kind"] == "prompt_failed"]
+    assert_evidence(v)
