@@ -68,7 +68,7 @@ class AriClient:
     ) -> None:
         self.base = url.rstrip("/") + "/ari"
         self.app = app
-        self._headers = {"Authorization": aiohttp.BasicAuth(user, password).encode()}
+        self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._reconnect_max_s = reconnect_max_s
         self._session: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
