@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from consent_ivr.ari.client import AriClient  # noqa: E402
 from consent_ivr.config import load  # noqa: E402
 from consent_ivr.prompts import Catalog  # noqa: E402
-from consent_ivr.simulate import place_call, wait_for_record  # noqa: E402
+from consent_ivr.simulate import place_call, timings, wait_for_record  # noqa: E402
 from consent_ivr.store.db import Database  # noqa: E402
 from tests.e2e.conftest import E2E_PROMPTS, SHARE, e2e_config  # noqa: E402
 
@@ -56,9 +56,13 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def asterisk(version: str, *args: str) -> str:
-    env = {**os.environ, "CONSENT_IVR_SHARE_DIRS": str(SHARE)}
+    env = {
+        **os.environ,
+        "CONSENT_IVR_SHARE_DIRS": str(SHARE),
+        "CONSENT_IVR_DIALPLAN_DIRS": f"{REPO / 'dialplan'}:{REPO / 'bench'}",
+    }
     return subprocess.run(
-        ["bash", str(REPO / "scripts/asterisk.sh"), *args, version],
+        ["bash", str(REPO / "scripts/asterisk.sh"), args[0], version, *args[1:]],
         env=env,
         check=True,
         capture_output=True,
@@ -139,6 +143,36 @@ async def run_calls(
     }
 
 
+async def run_dialplan(
+    ari: AriClient, version: str, catalog: Catalog, n: int, timeout: float
+) -> dict[str, Any]:
+    """The same calls answered by plain dialplan (bench/dialplan-baseline.conf), no app."""
+    asterisk(version, "rx", "database deltree consentbench")
+    variables = timings(catalog, "default", "en")
+    variables["CONSENT_PROMPTS"] = str(catalog.get("default", "en", "notice").path.parent)
+    ids = [f"dial-{uuid.uuid4().hex[:12]}" for _ in range(n)]
+    t0 = time.monotonic()
+    for i, cid in enumerate(ids):
+        await ari.originate(
+            "Local/agree@consent-sim",
+            channel_id=cid,
+            context="consent-bench-dialplan",
+            extension=f"7903{i:07d}",
+            variables=variables,
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        live = {c["id"] for c in await ari.request("GET", "/channels")}
+        if not live & set(ids):
+            break
+        await asyncio.sleep(0.5)
+    wall = time.monotonic() - t0
+    shown = asterisk(version, "rx", "database show consentbench")
+    correct = sum(1 for line in shown.splitlines() if line.startswith("/consentbench/"))
+    return {"calls": n, "correct": correct, "wall_s": wall}
+
+
 async def main_async(args: argparse.Namespace) -> int:
     asterisk(args.asterisk, "install")
     asterisk(args.asterisk, "start")
@@ -186,6 +220,11 @@ async def main_async(args: argparse.Namespace) -> int:
         cpu_svc = cpu_seconds(service.pid) - cpu_svc0
         cpu_ast = cpu_seconds(ast_pid) - cpu_ast0
         rss = peak_rss_mb(service.pid)
+        plain = None
+        if args.dialplan:
+            cpu_plain0 = cpu_seconds(ast_pid)
+            plain = await run_dialplan(ari, args.asterisk, catalog, args.calls, args.timeout)
+            plain["asterisk_cpu_s"] = cpu_seconds(ast_pid) - cpu_plain0
     finally:
         await ari.close()
         service.send_signal(signal.SIGTERM)
@@ -212,6 +251,12 @@ async def main_async(args: argparse.Namespace) -> int:
         f"service peak RSS {rss:.0f} MB"
     )
     print(f"    ratio: load/baseline median {lmed / bmed:.2f}x, p99 {lp99 / bp99:.2f}x")
+    if plain:
+        print(
+            f" dialplan: the same {plain['calls']} calls without the app: {plain['correct']} "
+            f"correct in {plain['wall_s']:.1f}s, Asterisk CPU {plain['asterisk_cpu_s']:.1f}s "
+            f"(app run / dialplan run: {cpu_ast / plain['asterisk_cpu_s']:.2f}x Asterisk CPU)"
+        )
     return 0 if load_run["correct"] == args.calls else 1
 
 
@@ -222,6 +267,11 @@ def main() -> int:
     p.add_argument("--asterisk", choices=["22", "16"], default="16")
     p.add_argument("--database", help="database URL (default: a fresh SQLite file)")
     p.add_argument("--timeout", type=float, default=300)
+    p.add_argument(
+        "--dialplan",
+        action="store_true",
+        help="also run the same calls as plain dialplan, without the app",
+    )
     return asyncio.run(main_async(p.parse_args()))
 
 
