@@ -204,7 +204,8 @@ async def main_async(args: argparse.Namespace) -> int:
     catalog = Catalog(conf)
     catalog.check_audio()
     db = Database(db_url)
-    ari = AriClient(conf.ari.url, conf.ari.user, conf.ari.password, conf.ari.app)
+    # An overloaded Asterisk can take long to accept an originate: measure, do not give up.
+    ari = AriClient(conf.ari.url, conf.ari.user, conf.ari.password, conf.ari.app, timeout_s=300)
     await ari.start(events=False)
     try:
         for _ in range(100):  # wait for the service's websocket

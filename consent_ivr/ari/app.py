@@ -57,9 +57,16 @@ class ConsentApp:
         await self.ari.start()
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """Let calls in progress finish (bounded), then close the connection."""
+        """Let calls in progress finish (bounded), then hang up the rest so that they are
+        stored as ended and no channel is left waiting in Stasis for an app that is gone."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=grace_s)
+        if self.calls:
+            log.warning("stopping: hanging up %d call(s) still in progress", len(self.calls))
+            for channel_id in list(self.calls):
+                with contextlib.suppress(AriError):
+                    await self.ari.hangup(channel_id)
+            await asyncio.wait(list(self._tasks), timeout=grace_s + 10)
         for task in list(self._tasks):
             task.cancel()
         await self.ari.close()

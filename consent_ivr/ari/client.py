@@ -65,11 +65,13 @@ class AriClient:
         app: str,
         *,
         reconnect_max_s: float = 10.0,
+        timeout_s: float = 30.0,
     ) -> None:
         self.base = url.rstrip("/") + "/ari"
         self.app = app
         self._headers = {"Authorization": aiohttp.encode_basic_auth(user, password)}
         self._reconnect_max_s = reconnect_max_s
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
         self._reader: asyncio.Task[None] | None = None
         self._routes: dict[str, asyncio.Queue[Any]] = {}
@@ -84,7 +86,7 @@ class AriClient:
         running service), the event websocket; returns once connected."""
         connector = aiohttp.TCPConnector(limit=64)
         self._session = aiohttp.ClientSession(
-            headers=self._headers, connector=connector, timeout=aiohttp.ClientTimeout(total=30)
+            headers=self._headers, connector=connector, timeout=self._timeout
         )
         if not events:
             return
