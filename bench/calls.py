@@ -91,6 +91,15 @@ def key_to_prompt_ms(view: dict[str, Any]) -> list[float]:
     return delays
 
 
+def answer_to_notice_ms(view: dict[str, Any]) -> float | None:
+    """From the call entering the app to the first word of the notice."""
+    first = next((e for e in view["events"] if e["kind"] == "prompt"), None)
+    if first is None:
+        return None
+    t0 = datetime.fromisoformat(view["started_at"])
+    return (datetime.fromisoformat(first["at"]) - t0).total_seconds() * 1000
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
@@ -128,6 +137,9 @@ async def run_calls(
         and v["recording"]
     ]
     delays = [d for v in ok for d in key_to_prompt_ms(v)]
+    starts = [
+        ms for v in views if isinstance(v, dict) and (ms := answer_to_notice_ms(v)) is not None
+    ]
     outcomes = Counter(
         (v["outcome"], "recorded" if v["recording"] else "no recording")
         if isinstance(v, dict)
@@ -139,6 +151,7 @@ async def run_calls(
         "correct": len(ok),
         "wall_s": wall,
         "delays": delays,
+        "starts": starts,
         "outcomes": dict(outcomes),
     }
 
@@ -240,6 +253,11 @@ async def main_async(args: argparse.Namespace) -> int:
             f"keypress->next prompt median {med:.1f} ms, p99 {p99:.1f} ms "
             f"({len(r['delays'])} keypresses)"
         )
+        if r["starts"]:
+            print(
+                f"           call entering the app -> notice playing: median "
+                f"{statistics.median(r['starts']):.0f} ms, p99 {pct(r['starts'], 99):.0f} ms"
+            )
         if r["correct"] != r["calls"]:
             print(f"           outcomes: {r['outcomes']}")
         return med, p99

@@ -75,7 +75,8 @@ class FlowConfig(_Model):
     key_timeout_s: float = Field(default=6.0, gt=0, le=60)
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_repeats: int = Field(default=2, ge=0, le=10)
-    recording_stop_timeout_s: float = Field(default=10.0, gt=0)
+    # How long to wait for Asterisk to close the recording after the call (longer under load).
+    recording_stop_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class Keys(_Model):
