@@ -111,12 +111,14 @@ def job_counts(db: Database) -> dict[str, int]:
         return {status: n for status, n in rows}
 
 
-async def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+async def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(interval)
 
 
 @pytest.fixture

@@ -156,24 +156,29 @@ async def test_crash_between_accepted_and_recorded_is_not_resent(
 async def test_worker_killed_mid_batch_each_job_delivered_once(
     sqlite_db: Database, kannel_env: Kannel
 ):
-    sms = kannel_env.sms_config(batch_size=5, concurrency=2, lease_s=2.5)
-    record_ids = decide(sqlite_db, sms, count=40)
+    # Enough jobs, sent one at a time, that the kill lands mid-batch even on a fast machine.
+    total = 200
+    sms = kannel_env.sms_config(batch_size=5, concurrency=1, lease_s=2.5)
+    record_ids = decide(sqlite_db, sms, count=total)
     env = kannel_env.env
     first = worker_process(sqlite_db.url, sms, env)
     try:
         await wait_until(
-            lambda: sum(texts_for(kannel_env, record_ids).values()) >= 8, 20, "some sent"
+            lambda: sum(texts_for(kannel_env, record_ids).values()) >= 8,
+            20,
+            "some sent",
+            interval=0.02,
         )
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     sent_before = sum(texts_for(kannel_env, record_ids).values())
-    assert sent_before < 40, "the worker finished before it could be killed"
+    assert sent_before < total, "the worker finished before it could be killed"
     await asyncio.sleep(sms.lease_s)  # the cut-off jobs are then taken again at once, in doubt
 
     second = worker_process(sqlite_db.url, sms, env)
     try:
-        await wait_until(lambda: job_counts(sqlite_db) == {"delivered": 40}, 40, "40 delivered")
+        await wait_until(lambda: job_counts(sqlite_db) == {"delivered": total}, 90, "all delivered")
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=15)
