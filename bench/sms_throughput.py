@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,19 +32,12 @@ from consent_ivr.store.db import Database, upgrade
 from consent_ivr.store.models import Call, ConsentRecord, new_id
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import free_port  # noqa: E402
+from tests.sms.conftest import SHORT_TEMPLATES  # noqa: E402
+
 SCRIPT = str(REPO / "scripts" / "kannel.sh")
-SHORT = {
-    "default": {
-        lang: {d: f"{d} {{record_id}}" for d in ("granted", "declined", "withdrawn")}
-        for lang in ("ru", "en")
-    }
-}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def store_decisions(db: Database, sms: SmsConfig, n: int, campaign: str) -> None:
@@ -139,7 +131,7 @@ def main() -> int:
                 key, _, value = line.removeprefix("export ").partition("=")
                 os.environ[key] = value
             common = {
-                "templates": SHORT,
+                "templates": SHORT_TEMPLATES,
                 "batch_size": 50,
                 "concurrency": args.concurrency,
                 "poll_interval_s": 0.05,

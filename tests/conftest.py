@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NoReturn
@@ -147,3 +148,10 @@ def database(db_url: str) -> Iterator[Database]:
         yield db
     finally:
         db.close()
+
+
+def free_port() -> int:
+    """A port nothing listens on right now, on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -36,6 +35,7 @@ from consent_ivr.phone import mask
 from consent_ivr.prompts import Catalog
 from consent_ivr.simulate import place_call
 from consent_ivr.store.db import MIGRATIONS_DIR
+from tests.conftest import free_port
 from tests.e2e.conftest import REPO, SHARE, asterisk_env
 from tests.e2e.stasis_app import APP, wait_for_app, wait_until_free
 
@@ -74,12 +74,6 @@ def poll(fn: Callable[[], T | None], timeout: float, interval: float, what: str)
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: not within {timeout:.0f}s")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sha256(path: Path) -> str:

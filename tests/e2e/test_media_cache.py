@@ -3,7 +3,6 @@ Asterisk fetches each prompt from the service's HTTP server through its HTTP med
 
 from __future__ import annotations
 
-import socket
 import uuid
 from pathlib import Path
 
@@ -11,15 +10,10 @@ import pytest
 
 from consent_ivr.service import running
 from consent_ivr.simulate import place_call, wait_for_record
+from tests.conftest import free_port
 from tests.e2e.conftest import assert_evidence, asterisk_env, e2e_config, keys, prompts
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize("version", ["22", "16"])

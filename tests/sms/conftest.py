@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from consent_ivr.sms.models import SmsJob
 from consent_ivr.sms.outbox import enqueue_confirmation
 from consent_ivr.store.db import Database, upgrade
 from consent_ivr.store.models import Call, ConsentRecord
-from tests.conftest import PgServer
+from tests.conftest import PgServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,12 +52,6 @@ SHORT_TEMPLATES = {
         for lang in ("ru", "en")
     }
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def new_record(
