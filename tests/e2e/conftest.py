@@ -27,7 +27,7 @@ E2E_PROMPTS = Path(__file__).resolve().parent / "prompts"
 _started: set[str] = set()
 
 
-def _script(*args: str) -> str:
+def asterisk_script(*args: str) -> str:
     env = {**os.environ, "CONSENT_IVR_SHARE_DIRS": str(SHARE)}
     proc = subprocess.run(
         ["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=900
@@ -40,11 +40,11 @@ def _script(*args: str) -> str:
 def asterisk_env(version: str) -> dict[str, str]:
     """Install (cached) and start a private Asterisk; its ARI coordinates."""
     SHARE.mkdir(parents=True, exist_ok=True)
-    _script("install", version)
-    _script("start", version)
+    asterisk_script("install", version)
+    asterisk_script("start", version)
     _started.add(version)
     env: dict[str, str] = {}
-    for line in _script("env", version).splitlines():
+    for line in asterisk_script("env", version).splitlines():
         key, _, value = line.partition("=")
         if key:
             env[key] = shlex.split(value)[0] if value else ""
