@@ -3,10 +3,12 @@ scripts/asterisk.sh), the real service in-process, simulated callers on Local ch
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shlex
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest_asyncio
 from consent_ivr.config import Config
 from consent_ivr.prompts import Catalog
 from consent_ivr.service import Service, running
+from consent_ivr.simulate import place_call, wait_for_record
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "asterisk.sh"
@@ -156,3 +159,22 @@ def keys(view: dict[str, Any]) -> list[tuple[str, str, bool]]:
 
 def prompts(view: dict[str, Any]) -> list[str]:
     return [p["prompt"] for p in view["prompts"]]
+
+
+async def call_all(svc: Service, scenarios: list[str], language: str) -> dict[str, Any]:
+    """Place one simulated call per scenario (a `#suffix` makes names unique), all at once,
+    and return each finished record by scenario name."""
+    ids = {}
+    for i, scenario in enumerate(scenarios):
+        ids[scenario] = f"e2e-{uuid.uuid4().hex[:12]}"
+        await place_call(
+            svc.app.ari,
+            svc.app.catalog,
+            scenario.split("#")[0],
+            f"+7900555{i:04d}",
+            channel_id=ids[scenario],
+            campaign="default",
+            language=language,
+        )
+    views = await asyncio.gather(*(wait_for_record(svc.db, cid, 120) for cid in ids.values()))
+    return dict(zip(ids, views, strict=True))

@@ -3,7 +3,6 @@ once, then each record checked: outcome, keys with their steps, prompts, events,
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -11,27 +10,10 @@ import pytest
 import pytest_asyncio
 
 from consent_ivr.service import Service
-from consent_ivr.simulate import SCENARIOS, place_call, wait_for_record
-from tests.e2e.conftest import assert_evidence, keys, prompts
+from consent_ivr.simulate import SCENARIOS, wait_for_record
+from tests.e2e.conftest import assert_evidence, call_all, keys, prompts
 
 pytestmark = pytest.mark.e2e
-
-
-async def call_all(svc: Service, scenarios: list[str], language: str) -> dict[str, Any]:
-    ids = {}
-    for i, scenario in enumerate(scenarios):
-        ids[scenario] = f"e2e-{uuid.uuid4().hex[:12]}"
-        await place_call(
-            svc.app.ari,
-            svc.app.catalog,
-            scenario.split("#")[0],
-            f"+7900555{i:04d}",
-            channel_id=ids[scenario],
-            campaign="default",
-            language=language,
-        )
-    views = await asyncio.gather(*(wait_for_record(svc.db, cid, 120) for cid in ids.values()))
-    return dict(zip(ids, views, strict=True))
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")

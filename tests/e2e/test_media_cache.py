@@ -3,15 +3,13 @@ Asterisk fetches each prompt from the service's HTTP server through its HTTP med
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from consent_ivr.service import running
-from consent_ivr.simulate import place_call, wait_for_record
 from tests.conftest import free_port
-from tests.e2e.conftest import assert_evidence, asterisk_env, e2e_config, keys, prompts
+from tests.e2e.conftest import assert_evidence, asterisk_env, call_all, e2e_config, keys, prompts
 
 pytestmark = pytest.mark.e2e
 
@@ -33,17 +31,7 @@ async def test_prompts_over_http_media_cache(
     async with running(conf, sms_worker=False) as svc:
         media = svc.app.catalog.media(svc.app.catalog.get("default", "en", "notice"))
         assert media == f"sound:http://127.0.0.1:{port}/prompts/default/en/notice.wav"
-        cid = f"e2e-{uuid.uuid4().hex[:12]}"
-        await place_call(
-            svc.app.ari,
-            svc.app.catalog,
-            "agree",
-            "+79005550777",
-            channel_id=cid,
-            campaign="default",
-            language="en",
-        )
-        v = await wait_for_record(svc.db, cid, 120)
+        v = (await call_all(svc, ["agree"], "en"))["agree"]
     assert v["outcome"] == "granted", (v["outcome"], keys(v), prompts(v))
     assert prompts(v)[:4] == ["notice", "purpose", "ask", "confirm_agree"]
     assert not [e for e in v["events"] if e["kind"] == "prompt_failed"]

@@ -5,14 +5,12 @@ stopped and started again under the running service."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from pathlib import Path
 
 import pytest
 
 from consent_ivr.service import running
-from consent_ivr.simulate import place_call, wait_for_record
-from tests.e2e.conftest import assert_evidence, asterisk_env, asterisk_script, e2e_config
+from tests.e2e.conftest import assert_evidence, asterisk_env, asterisk_script, call_all, e2e_config
 
 pytestmark = pytest.mark.e2e
 
@@ -39,16 +37,6 @@ async def test_service_reconnects_after_asterisk_restarts(
         await until(ari.connected.is_set, 30, "the websocket to reconnect")
         apps = await ari.request("GET", "/applications")
         assert conf.ari.app in {a["name"] for a in apps}
-        cid = f"e2e-{uuid.uuid4().hex[:12]}"
-        await place_call(
-            ari,
-            svc.app.catalog,
-            "agree",
-            "+79005550888",
-            channel_id=cid,
-            campaign="default",
-            language="en",
-        )
-        v = await wait_for_record(svc.db, cid, 120)
+        v = (await call_all(svc, ["agree"], "en"))["agree"]
     assert v["outcome"] == "granted"
     assert_evidence(v)
