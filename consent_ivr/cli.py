@@ -78,22 +78,35 @@ def _sms_view(session: Any, record_id: str) -> dict[str, Any] | None:
     return sms_status(session, record_id)
 
 
-def cmd_records(args: argparse.Namespace) -> int:
-    from consent_ivr.clock import iso
+def _phone(args: argparse.Namespace, conf: cfg.Config) -> str:
+    """The --phone argument in E.164, or a clear error (exit 2)."""
     from consent_ivr.phone import to_e164
+
+    phone = to_e164(args.phone, conf.default_region)
+    if phone is None:
+        raise cfg.ConfigError(f"--phone {args.phone!r}: not a phone number")
+    return phone
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from consent_ivr.clock import iso, now
+    from consent_ivr.store.lifecycle import record_state
     from consent_ivr.store.records import list_records
 
     conf = _config(args)
-    phone = to_e164(args.phone, conf.default_region) or args.phone if args.phone else None
+    phone = _phone(args, conf) if args.phone else None
 
     def fetch(session: Any) -> list[dict[str, Any]]:
+        at = now()
         return [
             {
                 "record_id": r.record_id,
+                "kind": r.kind,
                 "phone": r.pii_principal_id,
                 "campaign": r.campaign,
                 "purpose": r.purpose_id,
                 "outcome": r.outcome,
+                "status": record_state(r, at) if r.kind == "consent" else None,
                 "started_at": iso(r.started_at),
                 "decided_at": iso(r.decided_at),
             }
@@ -105,10 +118,153 @@ def cmd_records(args: argparse.Namespace) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
     else:
         for r in rows:
+            what = r["purpose"] or f"({r['kind']})"
             print(
-                f"{r['record_id']}  {r['started_at']}  {r['phone']:>16}  {r['campaign']:<12} "
-                f"{r['purpose']:<20} {r['outcome'] or 'in progress'}"
+                f"{r['record_id']}  {r['started_at']}  {r['phone'] or '-':>16}  "
+                f"{r['campaign']:<12} {what:<20} {r['outcome'] or 'in progress':<14} "
+                f"{r['status'] or ''}"
             )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from consent_ivr.clock import iso, now
+    from consent_ivr.store import lifecycle
+
+    conf = _config(args)
+    phone = _phone(args, conf)
+
+    def fetch(session: Any) -> dict[str, Any]:
+        at = now()
+        found = lifecycle.states(session, phone, args.purpose, at)
+        purposes = [args.purpose] if args.purpose else sorted(set(conf.purposes) | set(found))
+        rows = []
+        for pid in purposes:
+            state = found.get(pid) or lifecycle.ConsentState(
+                pid, "none", None, None, None, None, ()
+            )
+            row = state.as_dict()
+            row["may_contact"] = {
+                ch: lifecycle.may_contact(session, phone, pid, ch, at=at).as_dict()
+                for ch in lifecycle.CHANNELS
+            }
+            rows.append(row)
+        dnc = [
+            {
+                "id": e.id,
+                "purpose": e.purpose_id,
+                "channel": e.channel,
+                "source": e.source,
+                "since": iso(e.created_at),
+                "reason": e.reason,
+                "by": e.by,
+            }
+            for e in lifecycle.register(session, phone)
+        ]
+        return {"phone": phone, "purposes": rows, "do_not_contact": dnc}
+
+    result = _with_db(args, fetch)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+        return 0
+    print(f"phone {phone}")
+    for row in result["purposes"]:
+        since = f" since {row['since']}" if row["since"] else ""
+        via = f" ({row['channel']}, record {row['record_id']})" if row["record_id"] else ""
+        print(f"  {row['purpose']:<24} {row['state']:<10}{since}{via}")
+        if row["expires_at"] and row["state"] == "given":
+            print(f"  {'':<24} expires {row['expires_at']}")
+        for ch, verdict in row["may_contact"].items():
+            word = "yes" if verdict["allowed"] else "no"
+            print(f"  {'':<24} may {ch:<4}: {word} ({verdict['reason']})")
+        for rid in row["records"]:
+            print(f"  {'':<24} consent-ivr show {rid}")
+    for e in result["do_not_contact"]:
+        print(
+            f"  do-not-contact #{e['id']}: {e['purpose'] or 'every purpose'}, {e['channel']}, "
+            f"{e['source']} since {e['since']}" + (f": {e['reason']}" if e["reason"] else "")
+        )
+    return 0
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    """An operator withdraws a person's consent (they asked by letter, e-mail, at a desk)."""
+    from consent_ivr.clock import now
+    from consent_ivr.service import decision_hooks
+    from consent_ivr.store import lifecycle
+
+    conf = _config(args)
+    phone = _phone(args, conf)
+    if args.purpose and args.purpose not in conf.purposes:
+        raise cfg.ConfigError(
+            f"--purpose {args.purpose!r}: unknown purpose (configured: "
+            f"{', '.join(sorted(conf.purposes))})"
+        )
+
+    def work(session: Any) -> list[Any]:
+        at = now()
+        targets = lifecycle.active(session, phone, [args.purpose] if args.purpose else None, at)
+        return lifecycle.withdraw(
+            session,
+            targets,
+            at,
+            channel="operator",
+            hooks=decision_hooks(conf),
+            by=args.by,
+            reason=args.reason,
+        )
+
+    done = _with_db(args, work)
+    if not done:
+        what = f"consent to {args.purpose}" if args.purpose else "consent"
+        print(f"{phone}: no active {what} to withdraw", file=sys.stderr)
+        return 1
+    for r in done:
+        print(f"withdrawn: {r.purpose_id} (record {r.record_id})")
+    return 0
+
+
+def cmd_dnc_add(args: argparse.Namespace) -> int:
+    from consent_ivr.clock import now
+    from consent_ivr.store import lifecycle
+
+    conf = _config(args)
+    phone = _phone(args, conf)
+
+    def work(session: Any) -> int:
+        entry = lifecycle.suppress(
+            session,
+            phone,
+            args.purpose,
+            "operator",
+            now(),
+            channel=args.channel,
+            reason=args.reason,
+            by=args.by,
+        )
+        session.flush()
+        return int(entry.id)
+
+    entry_id = _with_db(args, work)
+    print(
+        f"do-not-contact #{entry_id}: {phone} ({args.purpose or 'every purpose'}, {args.channel})"
+    )
+    return 0
+
+
+def cmd_dnc_lift(args: argparse.Namespace) -> int:
+    from consent_ivr.clock import now
+    from consent_ivr.store import lifecycle
+
+    def work(session: Any) -> None:
+        lifecycle.lift(session, args.id, now())
+
+    try:
+        _with_db(args, work)
+    except (LookupError, ValueError) as e:
+        print(f"consent-ivr: {e}", file=sys.stderr)
+        return 1
+    print(f"do-not-contact #{args.id} lifted")
     return 0
 
 
@@ -171,15 +327,49 @@ def cmd_flow_diagram(_args: argparse.Namespace) -> int:
 def cmd_call(args: argparse.Namespace) -> int:
     """Place an outbound consent call through the running service's ARI app."""
     from consent_ivr.ari.client import AriClient
+    from consent_ivr.clock import now
+    from consent_ivr.store import lifecycle
+    from consent_ivr.store.models import ContactAttempt
 
     conf = _config(args)
-    from consent_ivr.phone import to_e164
+    phone = _phone(args, conf)
+    try:
+        name, campaign = conf.campaign(args.campaign)
+    except KeyError:
+        raise cfg.ConfigError(
+            f"--campaign {args.campaign!r}: unknown campaign (configured: "
+            f"{', '.join(sorted(conf.campaigns))})"
+        ) from None
+    language = args.language or campaign.language
+    if language not in campaign.languages:
+        raise cfg.ConfigError(
+            f"--language {language!r}: campaign {name} speaks {', '.join(campaign.languages)}"
+        )
 
-    phone = to_e164(args.phone, conf.default_region)
-    if phone is None:
-        print(f"{args.phone}: not a phone number", file=sys.stderr)
-        return 2
-    name, campaign = conf.campaign(args.campaign)
+    def check(session: Any) -> list[str]:
+        at = now()
+        refusals = []
+        for pid in campaign.purposes:
+            verdict = lifecycle.may_contact(session, phone, pid, "call", asking=True, at=at)
+            if not verdict.allowed:
+                refusals.append(f"{pid}: {verdict.reason}")
+                session.add(
+                    ContactAttempt(
+                        at=at,
+                        phone=phone,
+                        campaign=name,
+                        purpose_id=pid,
+                        channel="call",
+                        result="suppressed",
+                        reason=verdict.reason,
+                    )
+                )
+        return refusals
+
+    refusals = _with_db(args, check)
+    if refusals:
+        print(f"consent-ivr: not calling {phone}: " + "; ".join(refusals), file=sys.stderr)
+        return 3
     endpoint = args.endpoint.format(number=phone, digits=phone.lstrip("+"))
 
     async def go() -> str:
@@ -192,10 +382,7 @@ def cmd_call(args: argparse.Namespace) -> int:
                 endpoint,
                 context="consent-outbound",
                 extension=phone.lstrip("+"),
-                variables={
-                    "CONSENT_CAMPAIGN": name,
-                    "CONSENT_LANGUAGE": args.language or campaign.language,
-                },
+                variables={"CONSENT_CAMPAIGN": name, "CONSENT_LANGUAGE": language},
             )
             return str(chan["id"])
         finally:
@@ -281,6 +468,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_records)
 
+    st = sub.add_parser("status", help="a person's consents per purpose, and may we contact them")
+    st.add_argument("--phone", required=True)
+    st.add_argument("--purpose")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    w = sub.add_parser("withdraw", help="withdraw a person's consent on their behalf (operator)")
+    w.add_argument("--phone", required=True)
+    which = w.add_mutually_exclusive_group(required=True)
+    which.add_argument("--purpose")
+    which.add_argument("--all", action="store_true", help="every active consent of the person")
+    w.add_argument("--reason", required=True, help="why, e.g. 'asked by e-mail on 2026-11-30'")
+    w.add_argument("--by", required=True, help="who records it (operator name)")
+    w.set_defaults(fn=cmd_withdraw)
+
+    dnc = sub.add_parser("dnc", help="the do-not-contact register").add_subparsers(
+        dest="dc", required=True
+    )
+    da = dnc.add_parser("add", help="never contact this number (for a purpose, or at all)")
+    da.add_argument("--phone", required=True)
+    da.add_argument("--purpose", help="default: every purpose")
+    da.add_argument("--channel", choices=("all", "call", "sms"), default="all")
+    da.add_argument("--reason", required=True)
+    da.add_argument("--by", required=True)
+    da.set_defaults(fn=cmd_dnc_add)
+    dl = dnc.add_parser("lift", help="lift an operator's entry (see `status`)")
+    dl.add_argument("id", type=int)
+    dl.set_defaults(fn=cmd_dnc_lift)
+
     s = sub.add_parser("show", help="show one record with its evidence")
     s.add_argument("record_id")
     s.add_argument("--json", action="store_true")
@@ -301,6 +517,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--campaign")
     o.add_argument("--language")
     o.set_defaults(fn=cmd_call)
+
+    from consent_ivr.evidence import cli as evidence_cli
+    from consent_ivr.sms import cli as sms_cli
+
+    evidence_cli.add_commands(sub)
+    sms_cli.add_commands(sub)
 
     d = sub.add_parser("demo", help="one simulated call against a private Asterisk")
     d.add_argument("--scenario", default="agree")

@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from consent_ivr.flow import Rules
+from consent_ivr import durations
+from consent_ivr.flow import MENU_SIZE, Rules
 from consent_ivr.sms.config import SmsConfig
 
 ENV_PREFIX = "CONSENT_IVR_"
@@ -70,21 +71,24 @@ class HttpConfig(_Model):
 
 
 class FlowConfig(_Model):
-    """Timing and retry rules of the call flow (see consent_ivr.flow)."""
+    """Timing and retry rules of the call flow (see consent_ivr.flow, which holds the defaults)."""
 
-    key_timeout_s: float = Field(default=6.0, gt=0, le=60)
-    max_attempts: int = Field(default=3, ge=1, le=10)
-    max_repeats: int = Field(default=2, ge=0, le=10)
+    key_timeout_s: float = Field(default=Rules.key_timeout_s, gt=0, le=60)
+    max_attempts: int = Field(default=Rules.max_attempts, ge=1, le=10)
+    max_repeats: int = Field(default=Rules.max_repeats, ge=0, le=10)
     # How long to wait for Asterisk to close the recording after the call (longer under load).
     recording_stop_timeout_s: float = Field(default=30.0, gt=0)
 
 
 class Keys(_Model):
-    agree: str = "1"
-    decline: str = "2"
-    repeat: str = "0"
-    confirm: str = "1"
-    change: str = "2"
+    agree: str = Rules.agree
+    decline: str = Rules.decline
+    repeat: str = Rules.repeat
+    confirm: str = Rules.confirm
+    change: str = Rules.change
+    # The withdrawal menu: 1..8 pick one active consent; these pick all of them or none.
+    withdraw_all: str = Rules.withdraw_all
+    keep: str = Rules.keep
 
     @field_validator("*", mode="before")
     @classmethod
@@ -111,6 +115,17 @@ class Keys(_Model):
                 f"confirm and change must be different keys "
                 f"(got confirm={self.confirm!r}, change={self.change!r})"
             )
+        menu = "".join(str(i) for i in range(1, MENU_SIZE + 1))
+        for name in ("withdraw_all", "keep"):
+            if getattr(self, name) in menu:
+                raise ValueError(
+                    f"{name} must not be one of {menu}: those keys pick a consent in the "
+                    f"withdrawal menu (got {name}={getattr(self, name)!r})"
+                )
+        if self.withdraw_all == self.keep:
+            raise ValueError(
+                f"withdraw_all and keep must be different keys (got {self.keep!r} for both)"
+            )
         return self
 
 
@@ -121,13 +136,36 @@ class Controller(_Model):
 
 
 class Purpose(_Model):
-    id: str
+    """One purpose a person may consent to. Durations are ISO 8601 (P1Y, P6M, P30D): the
+    product computes expiry and erasure from them and the prompts say them aloud."""
+
     text: dict[str, str]
     data_categories: dict[str, str]
-    retention: dict[str, str]
-    withdrawal: dict[str, str]
+    withdrawal: dict[str, str]  # how to withdraw, as said in the call and in the SMS
     lawful_basis: str = "consent"
-    validity: str = "P1Y"
+    validity: str | None = "P1Y"  # a given consent expires after this; null: never
+    retention: str = "P5Y"  # evidence and recordings are kept this long after the call
+    erase_after_withdrawal: str = "P30D"  # 152-FZ art. 9: destroy within 30 days
+
+    @field_validator("validity", "retention", "erase_after_withdrawal")
+    @classmethod
+    def _iso_duration(cls, v: str | None) -> str | None:
+        return None if v is None else durations.check(v)
+
+    def snapshot(self, purpose_id: str, lang: str, privacy_notice_url: str) -> dict[str, Any]:
+        """The purpose as a record keeps it: the words in the call's language, the durations
+        as configured. What the person was told must not change when the config does."""
+        return {
+            "id": purpose_id,
+            "text": self.text[lang],
+            "data_categories": self.data_categories[lang],
+            "withdrawal": self.withdrawal[lang],
+            "lawful_basis": self.lawful_basis,
+            "validity": self.validity,
+            "retention": self.retention,
+            "erase_after_withdrawal": self.erase_after_withdrawal,
+            "privacy_notice_url": privacy_notice_url,
+        }
 
 
 class Campaign(_Model):
@@ -135,8 +173,11 @@ class Campaign(_Model):
     languages: tuple[str, ...] = ("ru", "en")
     jurisdiction: str = "RU"
     privacy_notice_url: str = ""
+    # The number people call to reach this campaign (and to withdraw): the SMS names it when
+    # replies to the sender cannot reach us.
+    phone_number: str | None = None
     controller: Controller
-    purpose: Purpose
+    purposes: tuple[str, ...] = Field(min_length=1)
     keys: Keys = Keys()
 
     def rules(self, flow: FlowConfig) -> Rules:
@@ -147,21 +188,39 @@ class Campaign(_Model):
             max_repeats=flow.max_repeats,
         )
 
+    def controller_view(self, lang: str) -> dict[str, Any]:
+        c = self.controller
+        return {"name": c.name[lang], "contact": c.contact, "on_behalf_of": c.on_behalf_of}
+
     @model_validator(mode="after")
     def _texts_for_every_language(self) -> Campaign:
         if self.language not in self.languages:
             raise ValueError(f"language {self.language!r} is not in languages {self.languages}")
+        if len(set(self.purposes)) != len(self.purposes):
+            raise ValueError(f"purposes lists a purpose twice: {list(self.purposes)}")
         for lang in self.languages:
-            for where, texts in (
-                ("controller.name", self.controller.name),
-                ("purpose.text", self.purpose.text),
-                ("purpose.data_categories", self.purpose.data_categories),
-                ("purpose.retention", self.purpose.retention),
-                ("purpose.withdrawal", self.purpose.withdrawal),
-            ):
-                if lang not in texts:
-                    raise ValueError(f"{where} has no text for language {lang!r}")
+            if lang not in self.controller.name:
+                raise ValueError(f"controller.name has no text for language {lang!r}")
         return self
+
+
+def _default_purposes() -> dict[str, Purpose]:
+    return {
+        "marketing-calls": Purpose(
+            text={
+                "ru": "звонки и СМС с предложениями наших услуг",
+                "en": "calls and text messages with offers of our services",
+            },
+            data_categories={
+                "ru": "номер телефона и запись этого разговора",
+                "en": "your phone number and the recording of this call",
+            },
+            withdrawal={
+                "ru": "позвоните на номер, по которому звонили, и нажмите цифру из меню",
+                "en": "call the number you called and choose it in the menu",
+            },
+        )
+    }
 
 
 def _default_campaigns() -> dict[str, Campaign]:
@@ -171,24 +230,25 @@ def _default_campaigns() -> dict[str, Campaign]:
                 name={"ru": "ООО «Пример»", "en": "Example Ltd"},
                 contact="privacy@example.com",
             ),
-            purpose=Purpose(
-                id="marketing-calls",
-                text={
-                    "ru": "звонки и СМС с предложениями наших услуг",
-                    "en": "calls and text messages with offers of our services",
-                },
-                data_categories={
-                    "ru": "номер телефона и запись этого разговора",
-                    "en": "your phone number and the recording of this call",
-                },
-                retention={"ru": "пять лет", "en": "five years"},
-                withdrawal={
-                    "ru": "позвоните по этому номеру и нажмите два, или ответьте СТОП на наше СМС",
-                    "en": "call this number and press two, or reply STOP to our text message",
-                },
-            ),
+            purposes=("marketing-calls",),
         )
     }
+
+
+class EvidenceConfig(_Model):
+    """Signed checkpoints of the event ledger, and the retention run."""
+
+    # Each signed checkpoint is also appended here: keep it on other storage than the database
+    # (or ship it elsewhere), so a rewritten database is caught even by someone with the key.
+    checkpoints: Path = Path("var/checkpoints.jsonl")
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)
+    # Ed25519 public keys (base64) whose checkpoint signatures verify: the current one first,
+    # then retired ones. The private key comes only from the environment (signing_key_env).
+    public_keys: tuple[str, ...] = ()
+    signing_key_env: str = "CONSENT_IVR_SIGNING_KEY"
+    # How often the running service erases what has passed its retention (0: never; run
+    # `consent-ivr purge` from cron instead).
+    purge_interval_s: float = Field(default=86400.0, ge=0)
 
 
 class Config(_Model):
@@ -198,18 +258,38 @@ class Config(_Model):
     prompts: PromptsConfig = PromptsConfig()
     http: HttpConfig = HttpConfig()
     flow: FlowConfig = FlowConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
     default_region: str = "RU"
     default_campaign: str = "default"
+    purposes: dict[str, Purpose] = Field(default_factory=_default_purposes)
     campaigns: dict[str, Campaign] = Field(default_factory=_default_campaigns)
     sms: SmsConfig = SmsConfig()
 
     @model_validator(mode="after")
-    def _default_campaign_exists(self) -> Config:
+    def _references(self) -> Config:
         if self.default_campaign not in self.campaigns:
             raise ValueError(
                 f"default_campaign {self.default_campaign!r} is not one of the campaigns "
                 f"{sorted(self.campaigns)}"
             )
+        for name, campaign in self.campaigns.items():
+            for pid in campaign.purposes:
+                if pid not in self.purposes:
+                    raise ValueError(
+                        f"campaigns.{name}.purposes: unknown purpose {pid!r} "
+                        f"(defined under purposes: {', '.join(sorted(self.purposes))})"
+                    )
+                purpose = self.purposes[pid]
+                for lang in campaign.languages:
+                    for key in ("text", "data_categories", "withdrawal"):
+                        if lang not in getattr(purpose, key):
+                            raise ValueError(
+                                f"purposes.{pid}.{key} has no text for language {lang!r} "
+                                f"(campaign {name} speaks {', '.join(campaign.languages)})"
+                            )
+        from consent_ivr.sms import promises
+
+        promises.check(self)
         return self
 
     def campaign(self, name: str | None) -> tuple[str, Campaign]:
@@ -217,6 +297,10 @@ class Config(_Model):
         if name not in self.campaigns:
             raise KeyError(name)
         return name, self.campaigns[name]
+
+    def purpose_snapshot(self, campaign: str, purpose_id: str, lang: str) -> dict[str, Any]:
+        c = self.campaigns[campaign]
+        return self.purposes[purpose_id].snapshot(purpose_id, lang, c.privacy_notice_url)
 
 
 # Environment variables that override config keys; deployment scripts rely on these names.

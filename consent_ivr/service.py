@@ -32,12 +32,9 @@ class Service:
 def decision_hooks(config: Config) -> list[DecisionHook]:
     if not config.sms.enabled:
         return []
-    from consent_ivr.sms.outbox import enqueue_confirmation
+    from consent_ivr.sms.outbox import decision_hook
 
-    def sms_hook(session, record, outcome, at):  # type: ignore[no-untyped-def]
-        enqueue_confirmation(session, record, decision=outcome, at=at, sms=config.sms)
-
-    return [sms_hook]
+    return [decision_hook(config.sms)]
 
 
 def sms_routes(config: Config, db: dbm.Database) -> list[web.RouteDef]:
@@ -68,6 +65,7 @@ async def running(
     db = dbm.Database(config.database.url)
     runner = None
     worker: asyncio.Task[None] | None = None
+    evidence: asyncio.Task[None] | None = None
     stop_worker = asyncio.Event()
     app = ConsentApp(config, db, catalog, decision_hooks(config))
     try:
@@ -75,6 +73,9 @@ async def running(
             web_app = http.make_app(config, sms_routes(config, db))
             runner = await http.serve(web_app, config.http.host, config.http.port)
         await app.start()
+        from consent_ivr.evidence import tasks as evidence_tasks
+
+        evidence = asyncio.create_task(evidence_tasks.run(config, db, stop_worker))
         if sms_worker if sms_worker is not None else _worker_in_process(config):
             from consent_ivr.sms.worker import run_worker
 
@@ -89,8 +90,11 @@ async def running(
         yield Service(config, db, app, runner)
     finally:
         await app.stop()
+        stop_worker.set()
+        if evidence is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(evidence, 30)
         if worker:
-            stop_worker.set()
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(worker, 10)
         if runner:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import wave
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -29,18 +30,40 @@ SCENARIOS = (
 )
 
 
-def prompt_seconds(catalog: Catalog, campaign: str, lang: str, name: str) -> float:
-    with wave.open(str(catalog.get(campaign, lang, name).path)) as w:
+def seconds(path: Path) -> float:
+    with wave.open(str(path)) as w:
         return w.getnframes() / w.getframerate()
+
+
+def prompt_seconds(
+    catalog: Catalog, campaign: str, lang: str, name: str, purpose: str | None = None
+) -> float:
+    return seconds(catalog.get(campaign, lang, name, purpose).path)
 
 
 def timings(catalog: Catalog, campaign: str, lang: str) -> dict[str, str]:
     """SIM_T1: the first key, late in the question prompt (still a barge-in) so that a call
     whose first prompt started up to that much late still answers the question; SIM_T2: the
-    next keys, early in the prompt that follows."""
-    statement = sum(prompt_seconds(catalog, campaign, lang, p) for p in ("notice", "purpose"))
+    next keys, once the choice has been stated back (keys during that statement do not count)
+    and early in the prompt that follows."""
+    first = catalog.config.campaigns[campaign].purposes[0]
+    statement = prompt_seconds(catalog, campaign, lang, "notice") + prompt_seconds(
+        catalog, campaign, lang, "purpose", first
+    )
     t1 = statement + 0.8 * prompt_seconds(catalog, campaign, lang, "ask")
-    return {"__SIM_T1": f"{t1:.2f}", "__SIM_T2": "1.5"}
+    stated = max(
+        prompt_seconds(catalog, campaign, lang, p) for p in ("chosen_agree", "chosen_decline")
+    )
+    return {"__SIM_T1": f"{t1:.2f}", "__SIM_T2": f"{stated + 0.7:.2f}"}
+
+
+def script(steps: list[tuple[float, str]]) -> dict[str, str]:
+    """Variables of the `script` caller: after each wait (seconds), press those keys (several
+    keys in one step go 100 ms apart: a double tap)."""
+    return {
+        "__SIM_WAITS": "/".join(f"{w:.2f}" for w, _ in steps),
+        "__SIM_KEYS": "/".join(k for _, k in steps),
+    }
 
 
 async def place_call(
@@ -52,40 +75,51 @@ async def place_call(
     channel_id: str,
     campaign: str,
     language: str,
+    extension: str | None = None,
+    variables: dict[str, str] | None = None,
 ) -> None:
-    """Start one simulated inbound call; the service sees caller `phone`."""
-    variables = timings(catalog, campaign, language)
-    variables["CONSENT_CAMPAIGN"] = campaign
-    variables["CONSENT_LANGUAGE"] = language
+    """Start one simulated inbound call; the service sees caller `phone` (empty: withheld)
+    dialling `extension` (default: the caller's own digits)."""
+    values = timings(catalog, campaign, language)
+    values["CONSENT_CAMPAIGN"] = campaign
+    values["CONSENT_LANGUAGE"] = language
+    values.update(variables or {})
     await ari.originate(
         f"Local/{scenario}@consent-sim",
         channel_id=channel_id,
         context="consent-inbound",
-        extension=phone.lstrip("+"),
-        caller_id=phone,
-        variables=variables,
+        extension=extension or phone.lstrip("+") or "100",
+        caller_id=phone or None,
+        variables=values,
     )
 
 
-def find_record(db: Database, channel_id: str, *, finished: bool = True) -> dict[str, Any] | None:
+def find_records(db: Database, channel_id: str) -> list[dict[str, Any]] | None:
+    """The records of the call on `channel_id` (one per purpose), once the call has ended."""
     with db.session() as session:
-        row = session.execute(
+        rows = session.execute(
             select(ConsentRecord.record_id, Call.ended_at)
             .join(Call, Call.call_id == ConsentRecord.call_id)
             .where(Call.channel_id == channel_id)
-        ).first()
-        if row is None or (finished and row.ended_at is None):
+            .order_by(ConsentRecord.started_at, ConsentRecord.record_id)
+        ).all()
+        if not rows or any(r.ended_at is None for r in rows):
             return None
-        return record_view(session, row.record_id)
+        return [record_view(session, r.record_id) for r in rows]
 
 
-async def wait_for_record(db: Database, channel_id: str, timeout: float) -> dict[str, Any]:
-    """The record of the call on `channel_id` once the call has ended."""
+async def wait_for_records(db: Database, channel_id: str, timeout: float) -> list[dict[str, Any]]:
+    """The records of the call on `channel_id` once the call has ended."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        view = await db.run(find_record, db, channel_id)
-        if view is not None:
-            return view
+        views = await db.run(find_records, db, channel_id)
+        if views is not None:
+            return views
         await asyncio.sleep(0.25)
     raise TimeoutError(f"no finished record for channel {channel_id} within {timeout:.0f}s")
+
+
+async def wait_for_record(db: Database, channel_id: str, timeout: float) -> dict[str, Any]:
+    """The record of a one-purpose call (the first record of any call)."""
+    return (await wait_for_records(db, channel_id, timeout))[0]

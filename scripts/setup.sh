@@ -5,8 +5,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-# espeak-ng + sox: prompt audio; ffmpeg: pydub for non-WAV audio.
-DEBS=(espeak-ng sox ffmpeg python3-venv)
+# espeak-ng + sox: prompt audio (also synthesized during withdrawal calls).
+DEBS=(espeak-ng sox python3-venv)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

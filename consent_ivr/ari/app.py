@@ -1,11 +1,15 @@
 """The Stasis application: accepts calls entering the app and runs one CallSession each.
 
-Stasis arguments (dialplan `Stasis(app,ARGS)` or ARI originate `appArgs`):
-``direction[,campaign[,language[,phone[,mixmonitor:NAME]]]]`` with direction `inbound` or
-`outbound`. The phone defaults to the caller's number (inbound) or the dialled number
-(outbound). `mixmonitor:NAME` says the dialplan already records the call (MixMonitor into the
-ARI recording folder as NAME.wav, see dialplan/consent-inbound.conf); without it the app
-records through a snoop channel. Channels we create ourselves (the snoop) enter with `snoop`.
+Stasis arguments (dialplan `Stasis(app,ARGS)` or ARI originate `appArgs`): the direction
+(`inbound` or `outbound`), then `key=value` pairs, all optional:
+`campaign=`, `language=`, `recording=NAME` (the dialplan already records the call with
+MixMonitor into the ARI recording folder as NAME.wav, see dialplan/consent-inbound.conf;
+without it the app records through a snoop channel), `called=` (the number the person dialled),
+`withdraw=1` (the caller came to withdraw), and for outbound calls `phone=` (the person's
+number; else the dialled number). The person of an inbound call is the caller's number; a
+withheld or unusable caller number makes the call `unidentified`. Channels we create ourselves
+(the snoop) enter with `snoop`. Arguments are checked, never trusted: an unknown campaign or
+language, or a malformed value, is logged (numbers masked) and the call is hung up.
 """
 
 from __future__ import annotations
@@ -13,18 +17,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from consent_ivr.ari.call import CallSession, CallSetup
-from consent_ivr.ari.client import AriClient, AriError, AriEvent
+from consent_ivr.ari.call import CallContext, CallSession
+from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
+from consent_ivr.calls import CallSetup
 from consent_ivr.config import Config
-from consent_ivr.phone import to_e164
+from consent_ivr.phone import mask, to_e164
 from consent_ivr.prompts import Catalog
 from consent_ivr.store.db import Database
-from consent_ivr.store.records import DecisionHook
+from consent_ivr.store.records import DecisionHook, Subject
 
 log = logging.getLogger(__name__)
+
+ARG_KEYS = ("campaign", "language", "recording", "called", "withdraw", "phone")
+_SAFE = re.compile(r"^[A-Za-z0-9_.+-]{0,64}$")
+WITHHELD = {"", "anonymous", "unknown", "restricted", "private", "unavailable", "withheld"}
+
+
+class BadArgs(ValueError):
+    """Stasis arguments that cannot describe a call; the message is safe to log."""
+
+
+def parse_args(args: Sequence[str]) -> tuple[str, dict[str, str]]:
+    direction = args[0] if args else "inbound"
+    if direction not in ("inbound", "outbound"):
+        raise BadArgs(f"first argument must be inbound or outbound, got {direction[:20]!r}")
+    pairs: dict[str, str] = {}
+    for arg in args[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in ARG_KEYS:
+            raise BadArgs(f"expected key=value with key in {ARG_KEYS}, got {key[:20]!r}")
+        if not _SAFE.match(value):
+            raise BadArgs(f"{key}: unexpected characters")
+        pairs[key] = value
+    return direction, pairs
 
 
 class ConsentApp:
@@ -38,7 +67,6 @@ class ConsentApp:
         self.config = config
         self.db = db
         self.catalog = catalog
-        self.decision_hooks = list(decision_hooks)
         self.recordings_dir = Path(config.recordings.dir).resolve()
         self.ari = AriClient(
             config.ari.url,
@@ -46,6 +74,9 @@ class ConsentApp:
             config.ari.password,
             config.ari.app,
             reconnect_max_s=config.ari.reconnect_max_s,
+        )
+        self.context = CallContext(
+            self.ari, config, db, catalog, tuple(decision_hooks), self.recordings_dir
         )
         self.calls: dict[str, CallSession] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -71,42 +102,44 @@ class ConsentApp:
             task.cancel()
         await self.ari.close()
 
-    def setup_for(self, event: AriEvent) -> CallSetup | None:
-        args = list(event.get("args") or [])
-        direction = args[0] if args else "inbound"
-        if direction not in ("inbound", "outbound"):
-            log.error("Stasis args %r: first argument must be inbound or outbound", args)
-            return None
-        campaign_name = args[1] if len(args) > 1 and args[1] else self.config.default_campaign
+    def setup_for(self, event: AriEvent) -> CallSetup:
+        """The call described by a StasisStart; BadArgs when it cannot be taken."""
+        direction, args = parse_args(list(event.get("args") or []))
         try:
-            name, campaign = self.config.campaign(campaign_name)
+            name, campaign = self.config.campaign(args.get("campaign") or None)
         except KeyError:
-            log.error(
-                "Stasis args %r: unknown campaign %r (configured: %s)",
-                args,
-                campaign_name,
-                ", ".join(sorted(self.config.campaigns)),
-            )
-            return None
-        language = args[2] if len(args) > 2 and args[2] else campaign.language
+            raise BadArgs(
+                f"unknown campaign {args['campaign']!r} "
+                f"(configured: {', '.join(sorted(self.config.campaigns))})"
+            ) from None
+        language = args.get("language") or campaign.language
         if language not in campaign.languages:
-            log.error("Stasis args %r: campaign %s has no language %r", args, name, language)
-            return None
+            raise BadArgs(f"campaign {name} has no language {language!r}")
         channel = event["channel"]
-        if len(args) > 3 and args[3]:
-            raw = args[3]
-        elif direction == "inbound":
-            raw = channel.get("caller", {}).get("number", "")
+        region = self.config.default_region
+        caller = (channel.get("caller") or {}).get("number") or ""
+        exten = (channel.get("dialplan") or {}).get("exten") or ""
+        if direction == "inbound":
+            called = args.get("called") or (exten if exten != "s" else "") or None
+            phone = None
+            if caller.strip().lower() not in WITHHELD:
+                phone = to_e164(caller, region)
+            subject = Subject(phone, "caller-id", caller or None, called)
         else:
-            raw = channel.get("connected", {}).get("number") or channel.get("dialplan", {}).get(
-                "exten", ""
-            )
-        phone = to_e164(raw, self.config.default_region) or raw or "unknown"
-        recording = None
-        if len(args) > 4 and args[4].startswith("mixmonitor:"):
-            recording = args[4].split(":", 1)[1] or None
+            raw = args.get("phone") or (channel.get("connected") or {}).get("number") or exten
+            phone = to_e164(raw, region)
+            if phone is None:
+                raise BadArgs(f"outbound call to {mask(raw)}: not a phone number")
+            subject = Subject(phone, "dialled", caller or None, phone)
         return CallSetup(
-            direction=direction, campaign=name, language=language, phone=phone, recording=recording
+            direction=direction,
+            campaign=name,
+            language=language,
+            subject=subject,
+            channel_id=channel["id"],
+            started_at=event_time(event),
+            recording=args.get("recording") or None,
+            withdraw=args.get("withdraw") == "1",
         )
 
     def _on_stasis_start(self, event: AriEvent) -> None:
@@ -114,11 +147,13 @@ class ConsentApp:
         if args and args[0] == "snoop":
             return
         channel_id = event["channel"]["id"]
-        setup = self.setup_for(event)
-        if setup is None:
+        try:
+            setup = self.setup_for(event)
+        except BadArgs as e:
+            log.error("call on channel %s refused: Stasis arguments: %s", channel_id, e)
             self._spawn(self._refuse(channel_id))
             return
-        session = CallSession(self, event, setup)
+        session = CallSession(self.context, event, setup)
         self.calls[channel_id] = session
         self._spawn(self._run(session))
 

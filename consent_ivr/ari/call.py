@@ -1,31 +1,26 @@
 """One call on the ARI front: translate ARI events into flow events and flow actions into ARI
-requests, and keep the evidence. All decisions are the flow's (consent_ivr.flow)."""
+requests. All decisions are the flow's (consent_ivr.flow); what is said comes from
+`CallPrompts`, what is stored goes through `CallStore` (consent_ivr.calls)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import io
 import logging
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pydub import AudioSegment
-
+from consent_ivr import audio
 from consent_ivr import flow as f
-from consent_ivr.ari.client import AriError, AriEvent, event_time
-from consent_ivr.clock import now
+from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
+from consent_ivr.calls import CallPrompts, CallSetup, CallStore
+from consent_ivr.config import Config
 from consent_ivr.phone import mask
-from consent_ivr.store import records as store
-from consent_ivr.store.records import Evidence, NewCall, RecordingInfo
-
-if TYPE_CHECKING:
-    from consent_ivr.ari.app import ConsentApp
+from consent_ivr.prompts import Catalog
+from consent_ivr.store.db import Database
+from consent_ivr.store.records import DecisionHook, RecordingInfo
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +28,40 @@ HANGUP_EVENTS = ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest")
 
 
 @dataclass(frozen=True)
-class CallSetup:
-    direction: str
-    campaign: str
-    language: str
-    phone: str
-    recording: str | None = None  # name of the MixMonitor recording the dialplan started
+class CallContext:
+    """What every call of the app shares: passed to each session instead of the app."""
+
+    ari: AriClient
+    config: Config
+    db: Database
+    catalog: Catalog
+    hooks: tuple[DecisionHook, ...]
+    recordings_dir: Path
 
 
 class CallSession:
-    def __init__(self, app: ConsentApp, start: AriEvent, setup: CallSetup) -> None:
-        self.app = app
-        self.ari = app.ari
+    def __init__(self, ctx: CallContext, start: AriEvent, setup: CallSetup) -> None:
+        self.ctx = ctx
+        self.ari = ctx.ari
         self.setup = setup
         self.channel: dict[str, Any] = start["channel"]
         self.channel_id: str = self.channel["id"]
         self.key = uuid.uuid4().hex
         self.snoop_id = f"snoop-{self.key}"
         self.recording_name = setup.recording or f"consent-{self.key}"
-        _, self.campaign = app.config.campaign(setup.campaign)
-        self.flow = f.ConsentFlow(self.campaign.rules(app.config.flow))
+        self.log = logging.LoggerAdapter(log, {"call": self.key[:8]})
+        self.store = CallStore(ctx.db, ctx.config, setup, ctx.hooks, self.log)
+        _, campaign = ctx.config.campaign(setup.campaign)
+        self.rules = campaign.rules(ctx.config.flow)
+        self.flow = f.ConsentFlow(self.rules)
+        self.prompts: CallPrompts | None = None
         self.queue: asyncio.Queue[AriEvent | f.Event] = asyncio.Queue()
-        self.pending: list[Evidence] = []
-        self.ids: tuple[str, str] | None = None  # (call_id, record_id) once stored
-        self.playbacks: dict[str, tuple[int, str]] = {}
+        self.playbacks: dict[str, tuple[int, str, int | None]] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}
-        self.recording_state: str | None = None  # started / done / failed
+        self.recording_state: str | None = None  # started / done / failed / mixmonitor
         self.recording_done = asyncio.Event()
         self.hung_up = False
-        self.started_at = event_time(start)
-        self._opening: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.log = logging.LoggerAdapter(log, {"call": self.key[:8]})
         self.ari.route(self.channel_id, self.queue)
         self.ari.route(self.snoop_id, self.queue)
 
@@ -77,10 +74,16 @@ class CallSession:
             self.setup.direction,
             self.setup.campaign,
             self.setup.language,
-            mask(self.setup.phone),
+            mask(self.setup.subject.phone),
         )
         try:
-            self._opening = asyncio.create_task(self._open())
+            dialogue = await self.store.prepare()
+            self.flow = f.ConsentFlow(self.rules, dialogue)
+            self.prompts = CallPrompts(
+                self.ctx.catalog, self.setup, dialogue.purposes, self.store.active
+            )
+            self.prompts.prepare()
+            self.store.open()
             await self._feed(f.CallStarted())
             while self.flow.step is not f.Step.DONE:
                 item = await self.queue.get()
@@ -100,6 +103,8 @@ class CallSession:
         finally:
             for handle in self.timers.values():
                 handle.cancel()
+            if self.prompts:
+                self.prompts.close()
             self.ari.unroute(self.channel_id)
             self.ari.unroute(self.snoop_id)
 
@@ -111,19 +116,24 @@ class CallSession:
         for action in actions:
             await self._do(action)
 
-    def note(
-        self,
-        kind: str,
-        data: dict[str, Any],
-        *,
-        at: datetime | None = None,
-        step: f.Step | None = None,
-    ) -> None:
-        step = step or self.flow.step
-        self.pending.append(Evidence(at or now(), kind, step.value, data))
+    def note(self, kind: str, data: dict[str, Any], *, at: Any = None, step: Any = None) -> None:
+        self.store.note(kind, data, at, step or self.flow.step)
 
     def post(self, event: f.Event) -> None:
         self.queue.put_nowait(event)
+
+    def _purpose_now(self) -> str | None:
+        """The purpose being asked about, for the keys' evidence (consent calls)."""
+        d = self.flow.dialogue
+        if d.withdrawal or self.flow.step not in (
+            f.Step.PURPOSE,
+            f.Step.ASK,
+            f.Step.CHOSEN,
+            f.Step.CONFIRM,
+            f.Step.SAVING,
+        ):
+            return None
+        return d.purposes[self.flow.item]
 
     # ---- ARI events -> flow events ---------------------------------------------------------
 
@@ -134,25 +144,26 @@ class CallSession:
             await self._record_snoop()
         elif kind == "ChannelDtmfReceived" and channel == self.channel_id:
             digit = ev["digit"]
-            self.note(
-                "key", {"digit": digit, "acted_on": self.flow.accepts_keys}, at=event_time(ev)
-            )
+            data: dict[str, Any] = {"digit": digit, "acted_on": self.flow.accepts_keys}
+            purpose = self._purpose_now()
+            if purpose is not None:
+                data["purpose"] = purpose
+            self.note("key", data, at=event_time(ev))
             await self._feed(f.KeyPressed(digit))
         elif kind == "PlaybackStarted":
             play = self.playbacks.get(ev["playback"]["id"])
-            if play:
-                prompt = self.app.catalog.get(self.setup.campaign, self.setup.language, play[1])
-                self.note(
-                    "prompt",
-                    {
-                        "prompt": prompt.name,
-                        "text": prompt.text,
-                        "version": prompt.version,
-                        "sha256": prompt.sha256,
-                        "language": prompt.language,
-                    },
-                    at=event_time(ev),
-                )
+            if play and self.prompts:
+                prompt = await self.prompts.get(play[1], play[2])
+                data = {
+                    "prompt": prompt.name,
+                    "text": prompt.text,
+                    "version": prompt.version,
+                    "sha256": prompt.sha256,
+                    "language": prompt.language,
+                }
+                if prompt.purpose:
+                    data["purpose"] = prompt.purpose
+                self.note("prompt", data, at=event_time(ev))
         elif kind == "PlaybackFinished":
             play = self.playbacks.pop(ev["playback"]["id"], None)
             if play:
@@ -207,10 +218,10 @@ class CallSession:
                     await self._request(self.ari.answer(self.channel_id))
             case f.StartRecording():
                 await self._start_recording()
-            case f.Play(prompt=name, play_id=pid):
-                await self._play(name, pid)
+            case f.Play(prompt=name, play_id=pid, item=item):
+                await self._play(name, pid, item)
             case f.StopPlayback(play_id=pid):
-                for pb_id, (known, _) in list(self.playbacks.items()):
+                for pb_id, (known, _, _) in list(self.playbacks.items()):
                     if known == pid:
                         self.playbacks.pop(pb_id)
                         with contextlib.suppress(AriError):
@@ -222,13 +233,13 @@ class CallSession:
                 handle = self.timers.pop(tid, None)
                 if handle:
                     handle.cancel()
-            case f.Persist(choice=choice):
-                self._spawn(self._persist(choice))
+            case f.Persist():
+                self._spawn(self._persist(action))
             case f.Hangup():
                 with contextlib.suppress(AriError):
                     await self.ari.hangup(self.channel_id)
-            case f.Finish(outcome=outcome):
-                self.note("finished", {"outcome": outcome.value})
+            case f.Finish(outcomes=outcomes):
+                self.note("finished", {"outcomes": [o.value for o in outcomes]})
 
     async def _request(self, coro: Any) -> bool:
         """Run an ARI request; a vanished channel means the caller hung up."""
@@ -251,7 +262,7 @@ class CallSession:
             self.note(
                 "recording_started",
                 {"name": self.recording_name, "method": "mixmonitor"},
-                at=self.started_at,
+                at=self.setup.started_at,
             )
             self.post(f.RecordingStarted())
             return
@@ -260,7 +271,7 @@ class CallSession:
         except AriError as e:
             self._recording_failed(str(e))
             return
-        timeout = self.app.config.flow.recording_stop_timeout_s
+        timeout = self.ctx.config.flow.recording_stop_timeout_s
         watchdog = f.RecordingFailed("the recording did not start in time")
         self.timers[-1] = asyncio.get_running_loop().call_later(timeout, self.post, watchdog)
 
@@ -275,12 +286,18 @@ class CallSession:
         self.note("recording_failed", {"reason": reason})
         self.post(f.RecordingFailed(reason))
 
-    async def _play(self, name: str, play_id: int) -> None:
-        prompt = self.app.catalog.get(self.setup.campaign, self.setup.language, name)
-        playback_id = f"{self.key}-{play_id}"
-        self.playbacks[playback_id] = (play_id, name)
+    async def _play(self, name: str, play_id: int, item: int | None) -> None:
+        assert self.prompts is not None
         try:
-            await self.ari.play(self.channel_id, playback_id, self.app.catalog.media(prompt))
+            prompt = await self.prompts.get(name, item)
+        except Exception as e:
+            self.log.error("could not prepare prompt %s: %s", name, e)
+            self.post(f.PromptFailed(play_id, str(e)))
+            return
+        playback_id = f"{self.key}-{play_id}"
+        self.playbacks[playback_id] = (play_id, name, item)
+        try:
+            await self.ari.play(self.channel_id, playback_id, self.ctx.catalog.media(prompt))
         except AriError as e:
             self.playbacks.pop(playback_id, None)
             if e.status == 404:
@@ -294,115 +311,25 @@ class CallSession:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # ---- storage ----------------------------------------------------------------------------
-
-    def _new_call(self) -> NewCall:
-        c, lang = self.campaign, self.setup.language
-        caller = self.channel.get("caller", {}).get("number")
-        called = self.channel.get("dialplan", {}).get("exten")
-        return NewCall(
-            channel_id=self.channel_id,
-            direction=self.setup.direction,
-            caller_number=caller,
-            called_number=called,
-            phone=self.setup.phone,
-            campaign=self.setup.campaign,
-            language=lang,
-            jurisdiction=c.jurisdiction,
-            purpose={
-                "id": c.purpose.id,
-                "text": c.purpose.text[lang],
-                "data_categories": c.purpose.data_categories[lang],
-                "retention": c.purpose.retention[lang],
-                "withdrawal": c.purpose.withdrawal[lang],
-                "lawful_basis": c.purpose.lawful_basis,
-                "validity": c.purpose.validity,
-                "privacy_notice_url": c.privacy_notice_url,
-            },
-            controller={
-                "name": c.controller.name[lang],
-                "contact": c.controller.contact,
-                "on_behalf_of": c.controller.on_behalf_of,
-            },
-            started_at=self.started_at,
-        )
-
-    def _ensure_open(self, session: Any) -> tuple[str, str]:
-        if self.ids is None:
-            self.ids = store.open_call(session, self._new_call())
-        return self.ids
-
-    async def _open(self) -> None:
-        try:
-            await self.app.db.transaction(self._ensure_open)
-        except Exception as e:
-            self.ids = None
-            self.log.error(
-                "could not store the call start (will retry with the decision): %s", _brief(e)
-            )
-
-    async def _write(self, work: Any) -> None:
-        """Write the pending evidence with `work`; keep it pending if the write fails."""
-        if self._opening:
-            await self._opening
-        batch = list(self.pending)
-        opened_before = self.ids
-
-        def tx(session: Any) -> None:
-            _, record_id = self._ensure_open(session)
-            work(session, record_id, batch)
-
-        try:
-            await self.app.db.transaction(tx)
-        except Exception:
-            self.ids = opened_before  # the insert rolled back with everything else
-            raise
-        del self.pending[: len(batch)]
-
-    async def _persist(self, choice: f.Choice) -> None:
-        outcome = "granted" if choice is f.Choice.AGREE else "declined"
-        at = now()
-
-        def work(session: Any, record_id: str, batch: Sequence[Evidence]) -> None:
-            store.store_decision(session, record_id, outcome, at, batch, self.app.decision_hooks)
-
-        try:
-            await self._write(work)
-        except Exception as e:
-            self.log.error("could not store the decision: %s", _brief(e))
-            self.note("store_failed", {"outcome": outcome, "error": _brief(e)})
-            self.post(f.Persisted(False, _brief(e)))
-            return
-        self.post(f.Persisted(True))
+    async def _persist(self, persist: f.Persist) -> None:
+        error = await self.store.decide(persist)
+        self.post(f.Persisted(error is None, error or ""))
 
     async def _finalize(self) -> None:
         if not self.hung_up:
             with contextlib.suppress(AriError):
                 await self.ari.hangup(self.channel_id)
         recording = await self._collect_recording()
-        outcome = self.flow.outcome.value if self.flow.outcome else "failed"
-        ended = now()
-        self.note("call_ended", {"outcome": outcome}, at=ended)
-
-        def work(session: Any, record_id: str, batch: Sequence[Evidence]) -> None:
-            assert self.ids is not None
-            store.finish_call(session, self.ids[0], record_id, outcome, ended, batch, recording)
-
-        try:
-            await self._write(work)
-        except Exception as e:
-            self.log.error(
-                "could not store the end of the call (outcome %s): %s", outcome, _brief(e)
-            )
-            return
-        self.log.info("call %s ended: %s", self.key[:8], outcome)
+        outcomes = tuple(o for o in self.flow.outcomes if o is not None)
+        if await self.store.finish(outcomes, recording):
+            self.log.info("call %s ended: %s", self.key[:8], ",".join(o.value for o in outcomes))
 
     # ---- recording ----------------------------------------------------------------------------
 
     async def _collect_recording(self) -> RecordingInfo | None:
         if self.recording_state is None:
             return None
-        timeout = self.app.config.flow.recording_stop_timeout_s
+        timeout = self.ctx.config.flow.recording_stop_timeout_s
         if self.recording_state == "mixmonitor":
             data = await self._fetch_closed_wav(timeout)
             if data is None:
@@ -434,7 +361,7 @@ class CallSession:
         while True:
             try:
                 data = await self.ari.stored_recording(self.recording_name)
-                if _wav_closed(data):
+                if audio.wav_closed(data):
                     return data
             except AriError as e:
                 if e.status != 404:
@@ -446,50 +373,21 @@ class CallSession:
             await asyncio.sleep(0.2)
 
     async def _keep_recording(self, data: bytes) -> RecordingInfo:
-        info = await asyncio.to_thread(self._save_recording, data)
-        if not self.app.config.recordings.keep_on_asterisk:
+        folder = self.ctx.recordings_dir / self.setup.started_at.strftime("%Y/%m/%d")
+        saved = await asyncio.to_thread(audio.save, folder, f"{self.key}.wav", data)
+        if not self.ctx.config.recordings.keep_on_asterisk:
             with contextlib.suppress(AriError):
                 await self.ari.delete_stored_recording(self.recording_name)
-        return info
+        return RecordingInfo(
+            path=str(saved.path),
+            sha256=saved.sha256,
+            duration_s=saved.duration_s,
+            format="wav",
+            size=saved.size,
+        )
 
     async def _drain_until_recorded(self) -> None:
         while not self.recording_done.is_set():
             item = await self.queue.get()
             if isinstance(item, dict):
                 await self._on_ari(item)
-
-    def _save_recording(self, data: bytes) -> RecordingInfo:
-        day = self.started_at.strftime("%Y/%m/%d")
-        folder = self.app.recordings_dir / day
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.key}.wav"
-        tmp = path.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        duration = len(AudioSegment.from_file(io.BytesIO(data), format="wav")) / 1000.0
-        return RecordingInfo(
-            path=str(Path(path).resolve()),
-            sha256=hashlib.sha256(data).hexdigest(),
-            duration_s=duration,
-            format="wav",
-        )
-
-
-def _wav_closed(data: bytes) -> bool:
-    """True when the RIFF header's size matches the data (the writer has closed the file)."""
-    return (
-        len(data) > 44
-        and data[:4] == b"RIFF"
-        and int.from_bytes(data[4:8], "little") == len(data) - 8
-    )
-
-
-def _brief(e: BaseException) -> str:
-    """An exception in one line, without the SQL statement and parameters it may carry."""
-    # SQLAlchemy wraps the driver's error; its own first line may be only a hint such as
-    # "(raised as a result of Query-invoked autoflush; ...)", without the cause.
-    orig = getattr(e, "orig", None)
-    if isinstance(orig, BaseException):
-        e = orig
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return f"{type(e).__name__}: {text}"[:300]

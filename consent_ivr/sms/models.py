@@ -10,14 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from consent_ivr.store.models import Base, new_id
 
 # Job states. A job only moves forward along
-#   queued -> sending -> sent -> delivered | failed
-# (queued <- sending on a retry); delivered and failed are final.
+#   held -> queued -> sending -> sent -> delivered | failed
+# (queued <- sending on a retry); delivered and failed are final. A job is `held` while the
+# call whose decisions it confirms goes on, so that one SMS sums up all of them.
+HELD = "held"
 QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
@@ -27,12 +29,16 @@ FINAL = (DELIVERED, FAILED)
 
 
 class SmsJob(Base):
-    """One confirmation SMS; its id is the idempotency key the gateway sees."""
+    """One SMS; its id is the idempotency key the gateway sees."""
 
     __tablename__ = "sms_jobs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     record_id: Mapped[str] = mapped_column(ForeignKey("consent_records.record_id"), index=True)
+    # Every record the SMS is about (a call's decisions, a withdrawal's consents): each of
+    # them gets the SMS's events in its chain. record_id is the first of them.
+    record_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    call_id: Mapped[str | None] = mapped_column(String(36), index=True)
     decision: Mapped[str] = mapped_column(String(16))
     decided_at: Mapped[datetime]
     campaign: Mapped[str] = mapped_column(String(64))

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-DECISIONS = ("granted", "declined", "withdrawn")
+DECISIONS = ("granted", "declined", "withdrawn", "summary")
 
 VARIABLES = frozenset(
     {

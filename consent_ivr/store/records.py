@@ -1,12 +1,17 @@
 """Writing and reading consent records. Plain functions over a Session: the caller owns the
 transaction (see `Database.transaction`), so a decision, its events and its SMS job commit or
-roll back together."""
+roll back together.
+
+A call opens one record per purpose it asks about (or one withdrawal record). The first event
+of every record holds the record's facts: who (a salted commitment to the numbers, see
+consent_ivr.store.chain), whom for, what purpose in which words, which campaign and language,
+in which direction and how. Everything said and pressed in the call is written to every record
+of the call, so each record is complete evidence on its own.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -14,40 +19,55 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consent_ivr.clock import iso, utc
+from consent_ivr.clock import iso, now, utc
+from consent_ivr.store import chain
+from consent_ivr.store.chain import Evidence
 from consent_ivr.store.models import SCHEMA_VERSION, Call, ConsentEvent, ConsentRecord
 
-GENESIS = "0" * 64
-
-# Lifecycle events of a consent (DESIGN.md); the rest of the log is call evidence.
-LIFECYCLE = ("requested", "given", "refused", "withdrawn", "expired")
-DECISION_EVENT = {"granted": "given", "declined": "refused"}
+DECISION_EVENT = {"granted": "given", "declined": "refused", "withdrawn": "withdrawal"}
+OUTCOME_OF_DECISION = {v: k for k, v in DECISION_EVENT.items()}
 
 
 @dataclass(frozen=True)
-class Evidence:
-    """One line of the event log, collected during the call and written in order."""
+class Subject:
+    """Who the person is, as far as the call tells: their number and where it came from."""
 
-    at: datetime
-    kind: str
-    step: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    phone: str | None  # E.164; None when withheld
+    source: str  # caller-id (inbound), dialled (outbound), operator, sms
+    caller_number: str | None = None
+    called_number: str | None = None
+
+    def personal(self) -> dict[str, Any]:
+        return {
+            "phone": self.phone,
+            "caller_number": self.caller_number,
+            "called_number": self.called_number,
+        }
 
 
 @dataclass(frozen=True)
 class NewCall:
     channel_id: str
     direction: str
-    caller_number: str | None
-    called_number: str | None
-    phone: str
     campaign: str
     language: str
     jurisdiction: str
-    purpose: dict[str, Any]
     controller: dict[str, Any]
     started_at: datetime
+    subject: Subject
     collection_method: str = "ivr-keypad"
+
+
+@dataclass(frozen=True)
+class NewRecord:
+    """One record a call opens: a consent for one purpose, or the withdrawal call's own."""
+
+    kind: str  # consent | withdrawal
+    purpose: dict[str, Any]  # the purpose snapshot (consent) or what was offered (withdrawal)
+
+    @property
+    def purpose_id(self) -> str | None:
+        return self.purpose.get("id") if self.kind == "consent" else None
 
 
 @dataclass(frozen=True)
@@ -56,102 +76,107 @@ class RecordingInfo:
     sha256: str
     duration_s: float
     format: str
+    size: int = 0
 
 
-DecisionHook = Callable[[Session, ConsentRecord, str, datetime], None]
+@dataclass(frozen=True)
+class Decided:
+    """A stored decision as the decision hooks (the SMS outbox) see it."""
+
+    outcome: str  # granted, declined, withdrawn
+    at: datetime
+    records: tuple[ConsentRecord, ...]  # the records the decision is about
+    channel: str = "phone"  # phone, sms, operator
+    call_id: str | None = None  # set while the call that decided goes on
+    evidence_records: tuple[str, ...] = ()  # also gets the hook's events (withdrawal call)
 
 
-def event_hash(
-    record_id: str,
-    seq: int,
-    at: datetime,
-    kind: str,
-    step: str | None,
-    data: dict[str, Any],
-    prev_hash: str,
-) -> str:
-    body = {
-        "record_id": record_id,
-        "seq": seq,
-        "at": iso(at),
-        "kind": kind,
-        "step": step,
-        "data": data,
-        "prev": prev_hash,
+# A hook runs inside the decision's transaction and returns events to add to the chains.
+DecisionHook = Callable[[Session, Decided], Iterable[tuple[str, Evidence]]]
+
+
+def facts(record: ConsentRecord, call: Call, subject: Subject, salt: str) -> dict[str, Any]:
+    """The content of a record's first event: everything the record is about."""
+    return {
+        "schema_version": record.schema_version,
+        "record_kind": record.kind,
+        "call_id": call.call_id,
+        "channel_id": call.channel_id,
+        "subject": {
+            "phone_source": subject.source,
+            "commitment": chain.commitment(salt, subject.personal()),
+        },
+        "campaign": record.campaign,
+        "controller": record.controller,
+        "purpose": record.purpose,
+        "language": record.language,
+        "jurisdiction": record.jurisdiction,
+        "direction": record.direction,
+        "collection_method": record.collection_method,
+        "started_at": iso(record.started_at),
     }
-    canon = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canon.encode()).hexdigest()
 
 
-def open_call(session: Session, new: NewCall, first: Iterable[Evidence] = ()) -> tuple[str, str]:
-    """Insert the call and its consent record with a `requested` event; return both ids."""
+def open_call(
+    session: Session, new: NewCall, records: Sequence[NewRecord], first: Iterable[Evidence] = ()
+) -> tuple[str, list[str]]:
+    """Insert the call and its records, each with its facts as the first event."""
+    chain.lock(session)
+    subject = new.subject
     call = Call(
         channel_id=new.channel_id,
         direction=new.direction,
-        caller_number=new.caller_number,
-        called_number=new.called_number,
+        caller_number=subject.caller_number,
+        called_number=subject.called_number,
         campaign=new.campaign,
         language=new.language,
         started_at=utc(new.started_at),
     )
     session.add(call)
     session.flush()
-    record = ConsentRecord(
-        schema_version=SCHEMA_VERSION,
-        call_id=call.call_id,
-        pii_principal_id=new.phone,
-        jurisdiction=new.jurisdiction,
-        language=new.language,
-        campaign=new.campaign,
-        purpose_id=new.purpose["id"],
-        purpose=new.purpose,
-        controller=new.controller,
-        collection_method=new.collection_method,
-        direction=new.direction,
-        started_at=utc(new.started_at),
+    opened = []
+    for item in records:
+        salt = chain.new_salt()
+        record = ConsentRecord(
+            schema_version=SCHEMA_VERSION,
+            kind=item.kind,
+            call_id=call.call_id,
+            pii_principal_id=subject.phone,
+            phone_source=subject.source,
+            subject_salt=salt,
+            jurisdiction=new.jurisdiction,
+            language=new.language,
+            campaign=new.campaign,
+            purpose_id=item.purpose_id,
+            purpose=item.purpose,
+            controller=new.controller,
+            collection_method=new.collection_method,
+            direction=new.direction,
+            started_at=utc(new.started_at),
+        )
+        session.add(record)
+        session.flush()
+        opened.append((record, salt))
+    first = list(first)
+    chain.append(
+        session,
+        [
+            (r.record_id, ev)
+            for r, salt in opened
+            for ev in [
+                Evidence(new.started_at, "requested", None, facts(r, call, subject, salt)),
+                *first,
+            ]
+        ],
     )
-    session.add(record)
-    session.flush()
-    requested = Evidence(new.started_at, "requested", None, {"purpose_id": new.purpose["id"]})
-    append(session, record.record_id, [requested, *first])
-    return call.call_id, record.record_id
+    return call.call_id, [r.record_id for r, _ in opened]
 
 
-def append(session: Session, record_id: str, evidence: Iterable[Evidence]) -> None:
-    """Append events to a record's chain, each hashing the one before."""
-    items = list(evidence)
-    if not items:
-        return
-    # Lock the record row: concurrent writers on one record queue up here instead of both
-    # reading the same last event and colliding on (record_id, seq).
-    record = session.get(ConsentRecord, record_id, with_for_update=True)
+def _record(session: Session, record_id: str) -> ConsentRecord:
+    record = session.get(ConsentRecord, record_id)
     if record is None:
         raise LookupError(f"no consent record {record_id}")
-    last = session.execute(
-        select(ConsentEvent.seq, ConsentEvent.hash)
-        .where(ConsentEvent.record_id == record_id)
-        .order_by(ConsentEvent.seq.desc())
-        .limit(1)
-    ).first()
-    seq, prev = (last[0], last[1]) if last else (0, GENESIS)
-    for ev in items:
-        seq += 1
-        at = utc(ev.at)
-        digest = event_hash(record_id, seq, at, ev.kind, ev.step, ev.data, prev)
-        session.add(
-            ConsentEvent(
-                record_id=record_id,
-                seq=seq,
-                at=at,
-                kind=ev.kind,
-                step=ev.step,
-                data=ev.data,
-                prev_hash=prev,
-                hash=digest,
-            )
-        )
-        prev = digest
-    record.head_seq, record.head_hash = seq, prev
+    return record
 
 
 def store_decision(
@@ -159,108 +184,135 @@ def store_decision(
     record_id: str,
     outcome: str,
     at: datetime,
-    evidence: Iterable[Evidence],
+    evidence: Iterable[tuple[str, Evidence]] = (),
     hooks: Iterable[DecisionHook] = (),
+    *,
+    call_open: bool = True,
 ) -> None:
-    """Commit-worthy decision: the evidence so far, the lifecycle event, the outcome, and
-    whatever the hooks add (the SMS job) all in the caller's transaction."""
-    record = session.get(ConsentRecord, record_id, with_for_update=True)
-    if record is None:
-        raise LookupError(f"no consent record {record_id}")
+    """A consent decision: the call's evidence so far, the lifecycle event, the outcome, a
+    refusal on the do-not-contact register, and whatever the hooks add (the SMS job), all in
+    the caller's transaction."""
+    from consent_ivr.store import lifecycle
+
+    chain.lock(session)
+    record = _record(session, record_id)
     if record.outcome is not None:
         raise ValueError(f"record {record_id} already has outcome {record.outcome}")
     event = Evidence(at, DECISION_EVENT[outcome], "saving", {"purpose_id": record.purpose_id})
-    append(session, record_id, [*evidence, event])
-    record.outcome = outcome
-    record.decided_at = utc(at)
+    items = [*evidence, (record_id, event)]
+    record.outcome, record.decided_at = outcome, utc(at)
+    if outcome == "declined" and record.pii_principal_id:
+        lifecycle.suppress(
+            session, record.pii_principal_id, record.purpose_id, "refused", at, record=record_id
+        )
+    decided = Decided(outcome, at, (record,), "phone", record.call_id if call_open else None)
     for hook in hooks:
-        hook(session, record, outcome, at)
+        items += list(hook(session, decided))
+    chain.append(session, items)
+
+
+def append_evidence(session: Session, items: Iterable[tuple[str, Evidence]]) -> None:
+    chain.append(session, items)
 
 
 def finish_call(
     session: Session,
     call_id: str,
-    record_id: str,
-    outcome: str,
+    outcomes: dict[str, str],
     ended_at: datetime,
-    evidence: Iterable[Evidence],
+    evidence: Iterable[tuple[str, Evidence]],
     recording: RecordingInfo | None,
 ) -> None:
-    """Close the call: remaining evidence, the outcome if no decision was stored, the recording."""
-    record = session.get(ConsentRecord, record_id)
+    """Close the call: remaining evidence, each record's outcome (unless a decision stored
+    one), the recording; and release the SMS the call's decisions were holding."""
+    chain.lock(session)
     call = session.get(Call, call_id)
-    if record is None or call is None:
-        raise LookupError(f"no call {call_id} / record {record_id}")
-    append(session, record_id, evidence)
-    if record.outcome is None:
-        record.outcome = outcome
+    if call is None:
+        raise LookupError(f"no call {call_id}")
+    items = list(evidence)
+    for record_id, outcome in outcomes.items():
+        record = _record(session, record_id)
+        if record.outcome is None:
+            record.outcome = outcome
+        items.append(
+            (record_id, Evidence(ended_at, "call_ended", None, {"outcome": record.outcome}))
+        )
+        if recording is not None:
+            items.append((record_id, recording_event(ended_at, recording)))
     call.ended_at = utc(ended_at)
     if recording is not None:
         call.recording_path = recording.path
         call.recording_sha256 = recording.sha256
         call.recording_duration_s = recording.duration_s
         call.recording_format = recording.format
+    chain.append(session, items)
+    release_held_sms(session, call_id, ended_at)
 
 
-def verify_chain(record_id: str, events: Iterable[ConsentEvent]) -> list[str]:
-    """Problems found in a record's chain (empty when intact): edited, removed or reordered."""
-    problems = []
-    prev, expected_seq = GENESIS, 1
-    for ev in events:
-        if ev.seq != expected_seq:
-            problems.append(f"event {expected_seq} missing (found {ev.seq})")
-        if ev.prev_hash != prev:
-            problems.append(f"event {ev.seq}: previous hash does not match")
-        digest = event_hash(record_id, ev.seq, utc(ev.at), ev.kind, ev.step, ev.data, ev.prev_hash)
-        if digest != ev.hash:
-            problems.append(f"event {ev.seq}: content does not match its hash")
-        prev, expected_seq = ev.hash, ev.seq + 1
-    return problems
+def recording_event(at: datetime, recording: RecordingInfo) -> Evidence:
+    return Evidence(
+        at,
+        "recording_stored",
+        None,
+        {
+            "file": recording.path.rsplit("/", 1)[-1],
+            "sha256": recording.sha256,
+            "duration_s": recording.duration_s,
+            "format": recording.format,
+            "bytes": recording.size,
+        },
+    )
 
 
-def verify_head(record: ConsentRecord, events: list[ConsentEvent]) -> list[str]:
-    """The chain must end where the record says it does: catches removed newest events."""
-    if record.head_seq is None:  # written before the head was kept
-        return []
-    last_seq, last_hash = (events[-1].seq, events[-1].hash) if events else (0, GENESIS)
-    if (last_seq, last_hash) == (record.head_seq, record.head_hash):
-        return []
-    return [
-        f"event {record.head_seq}: the chain ends at event {last_seq}, the record at "
-        f"event {record.head_seq} (events removed or replaced)"
-    ]
+def release_held_sms(session: Session, call_id: str, at: datetime) -> None:
+    """The SMS of a call's decisions waits for the call's end (one SMS sums them up)."""
+    try:
+        from consent_ivr.sms.outbox import release_call
+    except ImportError:  # the SMS part is optional
+        return
+    release_call(session, call_id, at)
 
 
-def status(events: Iterable[ConsentEvent]) -> str:
-    """The consent's current state: its latest lifecycle event, never a stored field."""
-    state = "requested"
-    for ev in events:
-        if ev.kind in LIFECYCLE:
-            state = ev.kind
-    return state
+# ---- reading ----------------------------------------------------------------------------------
 
 
-def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
-    """The record as `consent-ivr show --json` prints it."""
+def records_of_call(session: Session, call_id: str) -> list[ConsentRecord]:
+    return list(
+        session.scalars(
+            select(ConsentRecord)
+            .where(ConsentRecord.call_id == call_id)
+            .order_by(ConsentRecord.started_at, ConsentRecord.record_id)
+        )
+    )
+
+
+def record_view(session: Session, record_id: str, *, at: datetime | None = None) -> dict[str, Any]:
+    """The record as `consent-ivr show --json` prints it, or None when there is none."""
+    from consent_ivr.store import lifecycle
+
     record = session.get(ConsentRecord, record_id)
     if record is None:
-        return None
+        return None  # type: ignore[return-value]
     call = record.call
-    events = list(record.events)
-    problems = verify_chain(record.record_id, events)
-    problems += verify_head(record, events)
+    events = chain.events_of(session, record_id)
+    problems = chain.chain_problems(record.record_id, events)
+    problems += chain.head_problems(record, events)
     recording = None
-    if call.recording_path:
+    if call.recording_sha256:
         recording = {
             "path": call.recording_path,
             "sha256": call.recording_sha256,
             "duration_s": call.recording_duration_s,
             "format": call.recording_format,
         }
+    first = events[0].data if events else {}
+    erased = next((e for e in events if e.kind == "erased"), None)
     view: dict[str, Any] = {
         "record_id": record.record_id,
         "schema_version": record.schema_version,
+        "kind": record.kind,
         "phone": record.pii_principal_id,
+        "phone_source": record.phone_source,
         "campaign": record.campaign,
         "purpose": record.purpose_id,
         "purpose_details": record.purpose,
@@ -270,7 +322,8 @@ def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
         "direction": record.direction,
         "collection_method": record.collection_method,
         "outcome": record.outcome,
-        "status": status(events),
+        "status": lifecycle.record_state(record, at or now()),
+        "expires_at": iso(lifecycle.expires_at(record)),
         "started_at": iso(record.started_at),
         "decided_at": iso(record.decided_at),
         "ended_at": iso(call.ended_at),
@@ -286,6 +339,7 @@ def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
                 "at": iso(e.at),
                 "step": e.step,
                 "acted_on": e.data.get("acted_on", True),
+                "purpose": e.data.get("purpose"),
             }
             for e in events
             if e.kind == "key"
@@ -302,6 +356,11 @@ def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
             if e.kind == "prompt"
         ],
         "recording": recording,
+        "withdrawals": [
+            {"at": iso(e.at), **e.data} for e in events if e.kind in ("withdrawn", "withdrawal")
+        ],
+        "erased": {"at": iso(erased.at), **erased.data} if erased else None,
+        "subject_commitment": (first.get("subject") or {}).get("commitment"),
         "events": [
             {
                 "seq": e.seq,
@@ -310,6 +369,7 @@ def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
                 "step": e.step,
                 "data": e.data,
                 "hash": e.hash,
+                "ledger_seq": e.ledger_seq,
             }
             for e in events
         ],
@@ -319,9 +379,48 @@ def record_view(session: Session, record_id: str) -> dict[str, Any] | None:
 
 
 def list_records(
-    session: Session, phone: str | None = None, limit: int = 100
+    session: Session,
+    phone: str | None = None,
+    limit: int = 100,
+    *,
+    campaign: str | None = None,
+    since: datetime | None = None,
 ) -> list[ConsentRecord]:
     query = select(ConsentRecord).order_by(ConsentRecord.started_at.desc()).limit(limit)
     if phone:
         query = query.where(ConsentRecord.pii_principal_id == phone)
+    if campaign:
+        query = query.where(ConsentRecord.campaign == campaign)
+    if since:
+        query = query.where(ConsentRecord.started_at >= utc(since))
     return list(session.scalars(query))
+
+
+def events_by_ledger(session: Session, start: int, end: int) -> list[ConsentEvent]:
+    return list(
+        session.scalars(
+            select(ConsentEvent)
+            .where(ConsentEvent.ledger_seq > start, ConsentEvent.ledger_seq <= end)
+            .order_by(ConsentEvent.ledger_seq)
+        )
+    )
+
+
+__all__ = [
+    "DecisionHook",
+    "Decided",
+    "Evidence",
+    "NewCall",
+    "NewRecord",
+    "RecordingInfo",
+    "Subject",
+    "append_evidence",
+    "facts",
+    "field",
+    "finish_call",
+    "list_records",
+    "open_call",
+    "record_view",
+    "records_of_call",
+    "store_decision",
+]
