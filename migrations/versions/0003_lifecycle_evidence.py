@@ -35,6 +35,13 @@ def _ledger_hash(seq: int, prev: str, event: str) -> str:
 
 
 def upgrade() -> None:
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        # SQLite changes a column by copying the table: the events that reference the records
+        # would fail the foreign key check while the old table is dropped. The pysqlite driver
+        # has not begun a transaction yet at this point (it begins one before the first data
+        # change), so the pragma takes effect; the check is back on at the end.
+        op.execute("PRAGMA foreign_keys = OFF")
     with op.batch_alter_table("calls") as t:
         t.add_column(sa.Column("erased_at", TS))
     with op.batch_alter_table("consent_records") as t:
@@ -150,6 +157,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_contact_attempts_phone", "contact_attempts", ["phone"])
     _append_only_triggers(conn.dialect.name)
+    if sqlite:
+        op.execute("PRAGMA foreign_keys = ON")
 
 
 def _append_only_triggers(dialect: str) -> None:

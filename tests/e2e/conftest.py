@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import secrets
 import shlex
 import subprocess
 import uuid
@@ -77,22 +78,35 @@ def e2e_config(ari: dict[str, str], database_url: str, tmp: Path, **flow: Any) -
             "prompts": {"dir": str(E2E_PROMPTS), "audio_dir": str(SHARE / "e2e")},
             "http": {"enabled": False},
             "flow": {"key_timeout_s": 1.5, "max_attempts": 3, "max_repeats": 2, **flow},
+            "purposes": {
+                "e2e-offers": purpose("offers", "предложения"),
+                "e2e-news": purpose("news", "новости", validity="PT1M"),
+            },
             "campaigns": {
-                "default": {
-                    "language": "en",
-                    "languages": ["en", "ru"],
-                    "controller": {"name": {"en": "Acme", "ru": "Акме"}},
-                    "purpose": {
-                        "id": "e2e-offers",
-                        "text": {"en": "offers", "ru": "предложения"},
-                        "data_categories": {"en": "phone", "ru": "телефон"},
-                        "retention": {"en": "a year", "ru": "год"},
-                        "withdrawal": {"en": "call us", "ru": "позвоните нам"},
-                    },
-                }
+                "default": campaign(["e2e-offers"]),
+                "two": campaign(["e2e-offers", "e2e-news"]),
+                "news": campaign(["e2e-news"]),
             },
         }
     )
+
+
+def purpose(en: str, ru: str, validity: str = "P1Y") -> dict[str, Any]:
+    return {
+        "text": {"en": en, "ru": ru},
+        "data_categories": {"en": "phone", "ru": "телефон"},
+        "withdrawal": {"en": "call us", "ru": "позвоните нам"},
+        "validity": validity,
+    }
+
+
+def campaign(purposes: list[str]) -> dict[str, Any]:
+    return {
+        "language": "en",
+        "languages": ["en", "ru"],
+        "controller": {"name": {"en": "Acme", "ru": "Акме"}},
+        "purposes": purposes,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -171,7 +185,7 @@ async def call_all(svc: Service, scenarios: list[str], language: str) -> dict[st
             svc.app.ari,
             svc.app.catalog,
             scenario.split("#")[0],
-            f"+7900555{i:04d}",
+            f"+7900{secrets.randbelow(10**7):07d}",
             channel_id=ids[scenario],
             campaign="default",
             language=language,

@@ -25,9 +25,18 @@ def test_agree_and_confirm(calls: dict[str, Any]) -> None:
     v = calls["agree"]
     assert v["outcome"] == "granted" and v["status"] == "given"
     assert keys(v) == [("1", "ask", True), ("1", "confirm", True)]
-    assert prompts(v)[:4] == ["notice", "purpose", "ask", "confirm_agree"]
-    assert prompts(v)[-2:] == ["recorded_agree", "goodbye"]
-    assert v["phone"].startswith("+7900555") and v["direction"] == "inbound"
+    assert prompts(v) == [
+        "notice",
+        "purpose",
+        "ask",
+        "chosen_agree",
+        "confirm",
+        "recorded_agree",
+        "goodbye",
+    ]
+    assert v["phone"].startswith("+7900") and v["direction"] == "inbound"
+    assert v["phone_source"] == "caller-id"
+    assert v["call"]["called_number"] == v["phone"].lstrip("+")  # the sim dials its own digits
     assert v["decided_at"] is not None
     # Stored before the caller was told it is recorded.
     given = next(e for e in v["events"] if e["kind"] == "given")
@@ -42,7 +51,7 @@ def test_decline_and_confirm(calls: dict[str, Any]) -> None:
     v = calls["decline"]
     assert v["outcome"] == "declined" and v["status"] == "refused"
     assert keys(v) == [("2", "ask", True), ("1", "confirm", True)]
-    assert "confirm_decline" in prompts(v) and prompts(v)[-2:] == ["recorded_decline", "goodbye"]
+    assert "chosen_decline" in prompts(v) and prompts(v)[-2:] == ["recorded_decline", "goodbye"]
     assert_evidence(v)
 
 
@@ -56,7 +65,7 @@ def test_agree_then_change_to_decline(calls: dict[str, Any]) -> None:
         ("1", "confirm", True),
     ]
     p = prompts(v)
-    assert p.index("confirm_agree") < p.index("confirm_decline")
+    assert p.index("chosen_agree") < p.index("chosen_decline")
     assert p.count("ask") == 2
     assert_evidence(v)
 
@@ -109,7 +118,7 @@ def test_hang_up_between_first_and_second_key(calls: dict[str, Any]) -> None:
     v = calls["hangup-between"]
     assert v["outcome"] == "abandoned" and v["status"] == "requested"
     assert keys(v) == [("1", "ask", True)]
-    assert [e["step"] for e in v["events"] if e["kind"] == "hangup"] == ["confirm"]
+    assert [e["step"] for e in v["events"] if e["kind"] == "hangup"] == ["chosen"]
     assert "given" not in [e["kind"] for e in v["events"]]
     assert_evidence(v)
 
@@ -144,7 +153,8 @@ async def test_call_without_dialplan_recording_uses_a_snoop(service: Service) ->
     await service.app.ari.originate(
         "Local/agree@consent-sim",
         channel_id=cid,
-        app_args="inbound,default,en,+79005559999",
+        app_args="inbound,campaign=default,language=en",
+        caller_id="+79005559999",
         variables=variables,
     )
     v = await wait_for_record(service.db, cid, 120)
