@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shlex
 import signal
@@ -41,6 +42,7 @@ from consent_ivr.store.db import Database  # noqa: E402
 from tests.e2e.conftest import E2E_PROMPTS, SHARE, e2e_config  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+_numbers = itertools.count(0, 100_000)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -109,6 +111,7 @@ async def run_calls(
     ari: AriClient, db: Database, catalog: Catalog, n: int, timeout: float
 ) -> dict[str, Any]:
     ids = [f"bench-{uuid.uuid4().hex[:12]}" for _ in range(n)]
+    first = next(_numbers)
     t0 = time.monotonic()
     await asyncio.gather(
         *(
@@ -116,7 +119,8 @@ async def run_calls(
                 ari,
                 catalog,
                 "agree",
-                f"+7901{i:07d}",
+                # Each caller new: a number that has already agreed hears the withdrawal menu.
+                f"+7901{first + i:07d}",
                 channel_id=cid,
                 campaign="default",
                 language="en",
@@ -162,7 +166,7 @@ async def run_dialplan(
     """The same calls answered by plain dialplan (bench/dialplan-baseline.conf), no app."""
     asterisk(version, "rx", "database deltree consentbench")
     variables = timings(catalog, "default", "en")
-    variables["CONSENT_PROMPTS"] = str(catalog.get("default", "en", "notice").path.parent)
+    variables["CONSENT_PROMPTS"] = str(catalog.audio_dir / "default" / "en")
     ids = [f"dial-{uuid.uuid4().hex[:12]}" for _ in range(n)]
     t0 = time.monotonic()
     for i, cid in enumerate(ids):

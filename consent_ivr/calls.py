@@ -34,6 +34,8 @@ from consent_ivr.store.records import DecisionHook, NewCall, NewRecord, Recordin
 
 log = logging.getLogger(__name__)
 
+DECIDED = {f.Choice.AGREE: "granted", f.Choice.DECLINE: "declined", f.Choice.WITHDRAW: "withdrawn"}
+
 
 @dataclass(frozen=True)
 class CallSetup:
@@ -101,19 +103,18 @@ class CallPrompts:
             task.cancel()
 
 
-def _active(session: Session, setup: CallSetup, purposes: Sequence[str]) -> list[ActiveConsent]:
-    phone = setup.subject.phone
-    if phone is None:
-        return []
-    wanted = None if setup.withdraw else purposes
+def active_consents(
+    session: Session, phone: str, purposes: Sequence[str] | None = None
+) -> list[ActiveConsent]:
+    """The person's active consents as the withdrawal menu names them, in menu order."""
     return [
         ActiveConsent(
-            r.record_id,
-            r.purpose_id or "",
-            str(r.purpose.get("text", "")),
-            utc(r.status_at or now()),
+            record_id=r.record_id,
+            purpose_id=r.purpose_id or "",
+            text=str(r.purpose.get("text", "")),
+            given_at=utc(r.status_at or r.started_at),
         )
-        for r in lifecycle.active(session, phone, wanted)
+        for r in lifecycle.active(session, phone, purposes)
     ]
 
 
@@ -161,8 +162,11 @@ class CallStore:
         return self.dialogue
 
     def _read_active(self) -> list[ActiveConsent]:
+        phone = self.setup.subject.phone
+        assert phone is not None
         with self.db.session() as session:
-            return _active(session, self.setup, self.purposes)
+            # Through the direct entry every active consent may go; else this campaign's.
+            return active_consents(session, phone, None if self.setup.withdraw else self.purposes)
 
     def note(self, kind: str, data: dict[str, Any], at: datetime | None, step: f.Step) -> None:
         self.pending.append(Evidence(at or now(), kind, step.value, data))
@@ -239,7 +243,7 @@ class CallStore:
         at = now()
 
         def consent(session: Session, _call: str, records: list[str], items: list[Any]) -> None:
-            outcome = "granted" if persist.choice is f.Choice.AGREE else "declined"
+            outcome = DECIDED[persist.choice]
             store.store_decision(session, records[persist.item], outcome, at, items, self.hooks)
 
         def withdrawal(session: Session, _call: str, records: list[str], items: list[Any]) -> None:
@@ -250,9 +254,8 @@ class CallStore:
             await self._write(withdrawal if persist.choice is f.Choice.WITHDRAW else consent)
         except Exception as e:
             self.log.error("could not store the decision: %s", brief(e))
-            self.pending.append(
-                Evidence(now(), "store_failed", f.Step.SAVING.value, {"error": brief(e)})
-            )
+            what = {"outcome": DECIDED[persist.choice], "error": brief(e)}
+            self.pending.append(Evidence(now(), "store_failed", f.Step.SAVING.value, what))
             return brief(e)
         return None
 

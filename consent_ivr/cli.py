@@ -70,12 +70,10 @@ def _with_db(args: argparse.Namespace, fn: Any) -> Any:
         db.close()
 
 
-def _sms_view(session: Any, record_id: str) -> dict[str, Any] | None:
-    try:
-        from consent_ivr.sms.outbox import sms_status
-    except ImportError:
-        return None
-    return sms_status(session, record_id)
+def _sms_view(session: Any, record_id: str) -> list[dict[str, Any]]:
+    from consent_ivr.sms.outbox import sms_list
+
+    return sms_list(session, record_id)
 
 
 def _phone(args: argparse.Namespace, conf: cfg.Config) -> str:
@@ -289,31 +287,46 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def format_record(v: dict[str, Any]) -> str:
+    """A record as people read it: the facts, then what was said and pressed, in time order."""
+    what = f"purpose {v['purpose']}" if v["kind"] == "consent" else "withdrawal call"
+    called = v["call"].get("called_number") or "-"
     lines = [
-        f"record    {v['record_id']}",
-        f"phone     {v['phone']}  ({v['direction']}, {v['language']})",
-        f"campaign  {v['campaign']} / purpose {v['purpose']}",
+        f"record    {v['record_id']}  ({v['kind']})",
+        f"phone     {v['phone'] or '(none)'}  (from {v['phone_source']}; called {called}; "
+        f"{v['direction']}, {v['language']})",
+        f"campaign  {v['campaign']} / {what}",
         f"outcome   {v['outcome']}  (status {v['status']}; decided {v['decided_at']})",
         f"call      {v['started_at']} .. {v['ended_at']}",
     ]
+    if v.get("expires_at") and v["status"] == "given":
+        lines.append(f"expires   {v['expires_at']}")
     rec = v.get("recording")
     lines.append(
         f"recording {rec['path']} ({rec['duration_s']:.1f}s, sha256 {rec['sha256'][:16]}...)"
         if rec
         else "recording none"
     )
-    for p in v["prompts"]:
-        lines.append(f"  {p['at']}  prompt {p['prompt']:<16} {p['text'][:60]}")
+    timeline = [(p["at"], f"prompt {p['prompt']:<19} {p['text'][:60]}") for p in v["prompts"]]
     for k in v["keys"]:
-        acted = "" if k["acted_on"] else "  (ignored: during a statement)"
-        lines.append(f"  {k['at']}  key    {k['digit']} in {k['step']}{acted}")
+        acted = "" if k["acted_on"] else "  (not counted: during a statement)"
+        timeline.append((k["at"], f"key    {k['digit']} in {k['step']}{acted}"))
+    lines += [f"  {at}  {text}" for at, text in sorted(timeline)]
+    for w in v.get("withdrawals") or []:
+        how = ", ".join(f"{k} {w[k]}" for k in ("by", "reason", "via_record") if w.get(k))
+        lines.append(
+            f"withdrawn {w['at']} by {w.get('channel', '?')}" + (f" ({how})" if how else "")
+        )
+    if v.get("erased"):
+        lines.append(f"erased    {v['erased']['at']} ({v['erased'].get('policy', 'by policy')})")
     chain = v["integrity"]
     lines.append(
         f"event log {len(v['events'])} events, hash chain "
         f"{'intact' if chain['chain_ok'] else 'BROKEN: ' + '; '.join(chain['problems'])}"
     )
-    if v.get("sms"):
-        lines.append(f"sms       {v['sms'].get('status')}: {v['sms'].get('text')}")
+    for sms in v.get("sms") or []:
+        lines.append(
+            f"sms       {sms.get('status')} via {sms.get('gateway') or '-'}: {sms.get('text')}"
+        )
     return "\n".join(lines)
 
 
@@ -393,10 +406,12 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the service in-process, place one simulated call, print the resulting record."""
+    """Run the service in-process, place one simulated call, print the resulting record.
+
+    `--scenario withdraw`: the caller agrees first (unless a consent is already active), then
+    calls again and withdraws it; both records are printed."""
     from consent_ivr.prompts import Catalog
     from consent_ivr.service import running
-    from consent_ivr.simulate import place_call, wait_for_record
 
     conf = _config(args)
     name, campaign = conf.campaign(args.campaign)
@@ -405,32 +420,89 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if built:
         print(f"built {len(built)} prompt(s)", file=sys.stderr)
 
-    async def go() -> dict[str, Any]:
+    async def go() -> list[dict[str, Any]]:
         async with running(conf) as svc:
-            channel_id = f"demo-{uuid.uuid4().hex[:12]}"
-            print(
-                f"calling in as {args.phone} ({args.scenario}, {name}, {language}) ...",
-                file=sys.stderr,
+            if args.scenario != "withdraw":
+                return [await _demo_call(svc, args, name, language, args.scenario)]
+            active = await svc.db.run(_demo_active, svc.db, args.phone, list(campaign.purposes))
+            if not active:
+                await _demo_call(svc, args, name, language, "agree")
+                active = await svc.db.run(_demo_active, svc.db, args.phone, list(campaign.purposes))
+            steps = await asyncio.to_thread(
+                _demo_withdrawal_steps, svc.app.catalog, name, language, active
             )
-            await place_call(
-                svc.app.ari,
-                svc.app.catalog,
-                args.scenario,
-                args.phone,
-                channel_id=channel_id,
-                campaign=name,
-                language=language,
-            )
-            view = await wait_for_record(svc.db, channel_id, timeout=180)
-            view["sms"] = await svc.db.run(_demo_sms, svc.db, view["record_id"])
-            return view
+            withdrawal = await _demo_call(svc, args, name, language, "script", steps)
+            again = await svc.db.run(_demo_view, svc.db, active[0].record_id)
+            # The withdrawal call's own record, then the consent it withdrew.
+            return [withdrawal, again]
 
-    view = asyncio.run(go())
-    print(json.dumps(view, ensure_ascii=False, indent=2) if args.json else format_record(view))
-    return 0 if view["outcome"] else 1
+    views = asyncio.run(go())
+    if args.json:
+        print(json.dumps(views if len(views) > 1 else views[0], ensure_ascii=False, indent=2))
+    else:
+        print("\n\n".join(format_record(v) for v in views))
+    return 0 if all(v["outcome"] for v in views) else 1
 
 
-def _demo_sms(db: Any, record_id: str) -> dict[str, Any] | None:
+async def _demo_call(
+    svc: Any,
+    args: argparse.Namespace,
+    campaign: str,
+    language: str,
+    scenario: str,
+    steps: list[tuple[float, str]] | None = None,
+) -> dict[str, Any]:
+    from consent_ivr.simulate import place_call, script, wait_for_record
+
+    channel_id = f"demo-{uuid.uuid4().hex[:12]}"
+    print(
+        f"calling in as {args.phone} ({scenario if steps is None else 'withdraw'}, {campaign}, "
+        f"{language}) ...",
+        file=sys.stderr,
+    )
+    await place_call(
+        svc.app.ari,
+        svc.app.catalog,
+        scenario,
+        args.phone,
+        channel_id=channel_id,
+        campaign=campaign,
+        language=language,
+        variables=script(steps) if steps else None,
+    )
+    view = await wait_for_record(svc.db, channel_id, timeout=180)
+    # The SMS goes out when the call ends: give the worker a moment to send it.
+    for _ in range(50):
+        view["sms"] = await svc.db.run(_demo_sms, svc.db, view["record_id"])
+        if all(s["status"] not in ("held", "queued", "sending") for s in view["sms"]):
+            break
+        await asyncio.sleep(0.2)
+    return view
+
+
+def _demo_active(db: Any, phone: str, purposes: list[str]) -> list[Any]:
+    from consent_ivr.calls import active_consents
+
+    with db.session() as session:
+        return active_consents(session, phone, purposes)
+
+
+def _demo_withdrawal_steps(catalog: Any, campaign: str, language: str, active: list[Any]) -> Any:
+    from consent_ivr.simulate import withdrawal_steps
+
+    return withdrawal_steps(catalog, campaign, language, active, "1")
+
+
+def _demo_view(db: Any, record_id: str) -> dict[str, Any]:
+    from consent_ivr.store.records import record_view
+
+    with db.session() as session:
+        view = record_view(session, record_id)
+        view["sms"] = _sms_view(session, record_id)
+        return view
+
+
+def _demo_sms(db: Any, record_id: str) -> list[dict[str, Any]]:
     with db.session() as session:
         return _sms_view(session, record_id)
 
@@ -525,7 +597,12 @@ def build_parser() -> argparse.ArgumentParser:
     sms_cli.add_commands(sub)
 
     d = sub.add_parser("demo", help="one simulated call against a private Asterisk")
-    d.add_argument("--scenario", default="agree")
+    d.add_argument(
+        "--scenario",
+        default="agree",
+        help="agree, decline, change, silence, wrong, early, hangup-notice, hangup-between, or "
+        "withdraw (agree first if needed, then call again and withdraw)",
+    )
     d.add_argument("--phone", default="+79001234567")
     d.add_argument("--campaign")
     d.add_argument("--language")

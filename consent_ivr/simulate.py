@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 
 from consent_ivr.ari.client import AriClient
-from consent_ivr.prompts import Catalog
+from consent_ivr.prompts import ActiveConsent, Catalog
 from consent_ivr.store.db import Database
-from consent_ivr.store.models import Call, ConsentRecord
-from consent_ivr.store.records import record_view
+from consent_ivr.store.models import Call
+from consent_ivr.store.records import record_view, records_of_call
 
 SCENARIOS = (
     "agree",
@@ -57,6 +57,25 @@ def timings(catalog: Catalog, campaign: str, lang: str) -> dict[str, str]:
     return {"__SIM_T1": f"{t1:.2f}", "__SIM_T2": f"{stated + 0.7:.2f}"}
 
 
+def withdrawal_steps(
+    catalog: Catalog, campaign: str, lang: str, consents: list[ActiveConsent], key: str
+) -> list[tuple[float, str]]:
+    """A caller with `consents` active: through the notice and half the menu, press `key`;
+    once the choice is stated back, confirm. Blocking (synthesizes the per-call prompts the
+    service will play, to know their length)."""
+    keys = catalog.config.campaigns[campaign].keys
+    menu = catalog.speak(campaign, lang, "menu", catalog.menu_text(campaign, lang, consents))
+    if key == keys.withdraw_all:
+        stated = prompt_seconds(catalog, campaign, lang, "chosen_withdraw_all")
+    elif key.isdigit() and 1 <= int(key) <= len(consents):
+        text = catalog.chosen_withdraw_text(campaign, lang, consents[int(key) - 1])
+        stated = seconds(catalog.speak(campaign, lang, "chosen_withdraw", text).path)
+    else:
+        return [(prompt_seconds(catalog, campaign, lang, "notice") + seconds(menu.path) / 2, key)]
+    first = prompt_seconds(catalog, campaign, lang, "notice") + 0.6 * seconds(menu.path)
+    return [(first, key), (stated + 0.7, keys.confirm)]
+
+
 def script(steps: list[tuple[float, str]]) -> dict[str, str]:
     """Variables of the `script` caller: after each wait (seconds), press those keys (several
     keys in one step go 100 ms apart: a double tap)."""
@@ -94,18 +113,16 @@ async def place_call(
     )
 
 
-def find_records(db: Database, channel_id: str) -> list[dict[str, Any]] | None:
-    """The records of the call on `channel_id` (one per purpose), once the call has ended."""
+def find_records(
+    db: Database, channel_id: str, *, finished: bool = True
+) -> list[dict[str, Any]] | None:
+    """The records of the call on `channel_id` (one per purpose), once the call has ended
+    (or, with `finished` false, once its start is stored)."""
     with db.session() as session:
-        rows = session.execute(
-            select(ConsentRecord.record_id, Call.ended_at)
-            .join(Call, Call.call_id == ConsentRecord.call_id)
-            .where(Call.channel_id == channel_id)
-            .order_by(ConsentRecord.started_at, ConsentRecord.record_id)
-        ).all()
-        if not rows or any(r.ended_at is None for r in rows):
+        call = session.scalars(select(Call).where(Call.channel_id == channel_id)).first()
+        if call is None or (finished and call.ended_at is None):
             return None
-        return [record_view(session, r.record_id) for r in rows]
+        return [record_view(session, r.record_id) for r in records_of_call(session, call.call_id)]
 
 
 async def wait_for_records(db: Database, channel_id: str, timeout: float) -> list[dict[str, Any]]:

@@ -133,13 +133,15 @@ def active(
     """The person's given, unexpired consents (newest first), optionally of some purposes."""
     at = at or now()
     wanted = None if purposes is None else set(purposes)
-    return [
+    found = [
         r
         for r in consent_records(session, phone)
         if r.status == "given"
         and record_state(r, at) == "given"
         and (wanted is None or r.purpose_id in wanted)
     ]
+    # The withdrawal menu names them in this order: the newest decision first.
+    return sorted(found, key=lambda r: (utc(r.status_at or r.started_at), r.record_id))[::-1]
 
 
 # ---- may we contact this number? --------------------------------------------------------------

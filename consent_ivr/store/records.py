@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from consent_ivr.clock import iso, now, utc
@@ -277,11 +277,18 @@ def release_held_sms(session: Session, call_id: str, at: datetime) -> None:
 
 
 def records_of_call(session: Session, call_id: str) -> list[ConsentRecord]:
+    """A call's records in the order it opened them (the order of its purposes)."""
+    first = (
+        select(ConsentEvent.record_id, func.min(ConsentEvent.ledger_seq).label("seq"))
+        .group_by(ConsentEvent.record_id)
+        .subquery()
+    )
     return list(
         session.scalars(
             select(ConsentRecord)
+            .join(first, first.c.record_id == ConsentRecord.record_id)
             .where(ConsentRecord.call_id == call_id)
-            .order_by(ConsentRecord.started_at, ConsentRecord.record_id)
+            .order_by(first.c.seq)
         )
     )
 

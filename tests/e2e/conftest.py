@@ -77,6 +77,7 @@ def e2e_config(ari: dict[str, str], database_url: str, tmp: Path, **flow: Any) -
             "recordings": {"dir": str(tmp / "recordings")},
             "prompts": {"dir": str(E2E_PROMPTS), "audio_dir": str(SHARE / "e2e")},
             "http": {"enabled": False},
+            "sms": {"log": {"file": str(tmp / "sms.jsonl"), "echo": False}},
             "flow": {"key_timeout_s": 1.5, "max_attempts": 3, "max_repeats": 2, **flow},
             "purposes": {
                 "e2e-offers": purpose("offers", "предложения"),
@@ -179,7 +180,7 @@ async def call_all(svc: Service, scenarios: list[str], language: str) -> dict[st
     """Place one simulated call per scenario (a `#suffix` makes names unique), all at once,
     and return each finished record by scenario name."""
     ids = {}
-    for i, scenario in enumerate(scenarios):
+    for scenario in scenarios:
         ids[scenario] = f"e2e-{uuid.uuid4().hex[:12]}"
         await place_call(
             svc.app.ari,

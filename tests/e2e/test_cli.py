@@ -30,7 +30,7 @@ from alembic.script import ScriptDirectory
 
 from consent_ivr import config as cfg
 from consent_ivr.ari.client import AriClient
-from consent_ivr.flow import PROMPTS, TRANSITIONS, Step
+from consent_ivr.flow import DYNAMIC, PROMPTS, TRANSITIONS, Step
 from consent_ivr.phone import mask
 from consent_ivr.prompts import Catalog
 from consent_ivr.simulate import place_call
@@ -219,8 +219,8 @@ def _serve(
             assert shown.returncode == 0, shown.stderr
             view: dict[str, Any] = json.loads(shown.stdout)
             done = view["ended_at"] and view["recording"]
-            delivered = (view.get("sms") or {}).get("status") == "delivered"
-            return view if done and delivered else None
+            sent = [m["status"] for m in view.get("sms") or []] == ["logged"]
+            return view if done and sent else None
 
         view = poll(complete, 60, 1.0, "the call ended, its recording stored and its SMS sent")
         shown = cli("show", rows[0]["record_id"], env=env, cwd=tmp)
@@ -260,14 +260,21 @@ def _serve(
 
 
 def test_prompts_build_through_the_cli(served: Run) -> None:
-    expected = len(PROMPTS) * 2  # the default campaign speaks ru and en
+    # Every prompt but the two said per call, in ru and en; `purpose` once per purpose (one).
+    expected = (len(PROMPTS) - len(DYNAMIC)) * 2
     assert served.build.stdout.strip() == f"built {expected} prompt(s)"
     assert served.rebuild.stdout.strip() == "built 0 prompt(s)"  # unchanged texts are kept
-    for lang in ("ru", "en"):
-        for name in PROMPTS:
-            with wave.open(str(served.audio_dir / "default" / lang / f"{name}.wav")) as w:
-                assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
-                assert w.getnframes() > 8000 * 0.5, f"{lang}/{name} is nearly empty"
+    built = sorted((served.audio_dir / "default").glob("*/*.wav"))
+    assert len(built) == expected
+    assert served.audio_dir / "default" / "ru" / "purpose-marketing-calls.wav" in built
+    for path in built:
+        with wave.open(str(path)) as w:
+            assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (8000, 1, 2)
+            assert w.getnframes() > 8000 * 0.5, f"{path} is nearly empty"
+        # Every built file is also in the archive, by its hash.
+        assert (served.audio_dir / "archive" / f"{sha256(path)}.wav").read_bytes() == (
+            path.read_bytes()
+        )
     assert served.check.returncode == 0, served.check.stderr
     assert served.check.stdout.strip() == f"config OK: 1 campaign(s), {expected} prompts"
 
@@ -301,12 +308,21 @@ def test_show_json_holds_the_evidence(served: Run) -> None:
         assert started <= datetime.fromisoformat(k["at"]) <= decided
 
     names = [p["prompt"] for p in v["prompts"]]
-    assert names[:4] == ["notice", "purpose", "ask", "confirm_agree"]
-    assert names[-2:] == ["recorded_agree", "goodbye"]
+    assert names == [
+        "notice",
+        "purpose",
+        "ask",
+        "chosen_agree",
+        "confirm",
+        "recorded_agree",
+        "goodbye",
+    ]
     for p in v["prompts"]:
         datetime.fromisoformat(p["at"])
-        # The hash of exactly the audio that was played: the file the CLI built.
-        assert p["sha256"] == sha256(served.audio_dir / "default" / "ru" / f"{p['prompt']}.wav")
+        # The hash of exactly the audio that was played: the file the CLI built, archived.
+        stem = "purpose-marketing-calls" if p["prompt"] == "purpose" else p["prompt"]
+        assert p["sha256"] == sha256(served.audio_dir / "default" / "ru" / f"{stem}.wav")
+        assert sha256(served.audio_dir / "archive" / f"{p['sha256']}.wav") == p["sha256"]
     purpose = next(p for p in v["prompts"] if p["prompt"] == "purpose")
     assert CONTROLLER_RU in purpose["text"] and PURPOSE_RU in purpose["text"]
 
@@ -316,12 +332,12 @@ def test_show_json_holds_the_evidence(served: Run) -> None:
     assert sha256(path) == rec["sha256"]
     # The recording holds the whole call: at least the notice and the purpose statement.
     catalog_dir = served.audio_dir / "default" / "ru"
-    spoken = sum(_seconds(catalog_dir / f"{n}.wav") for n in ("notice", "purpose"))
+    spoken = sum(_seconds(catalog_dir / f"{n}.wav") for n in ("notice", "purpose-marketing-calls"))
     assert rec["duration_s"] >= spoken
     assert v["integrity"]["chain_ok"] is True and v["integrity"]["problems"] == []
 
-    sms = v["sms"]
-    assert sms["status"] == "delivered" and sms["decision"] == "granted"
+    [sms] = v["sms"]
+    assert (sms["status"], sms["gateway"], sms["template"]) == ("logged", "log", "granted")
     assert sms["text"].startswith(SMS_GRANTED_RU) and v["record_id"] in sms["text"]
     logged = [json.loads(line) for line in served.sms_file.read_text().splitlines()]
     assert [e["text"] for e in logged] == [sms["text"]]

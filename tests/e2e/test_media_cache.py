@@ -30,9 +30,10 @@ async def test_prompts_over_http_media_cache(
     )
     async with running(conf, sms_worker=False) as svc:
         media = svc.app.catalog.media(svc.app.catalog.get("default", "en", "notice"))
-        assert media == f"sound:http://127.0.0.1:{port}/prompts/default/en/notice.wav"
+        sha = svc.app.catalog.get("default", "en", "notice").sha256
+        assert media == f"sound:http://127.0.0.1:{port}/prompts/archive/{sha}.wav"
         v = (await call_all(svc, ["agree"], "en"))["agree"]
     assert v["outcome"] == "granted", (v["outcome"], keys(v), prompts(v))
-    assert prompts(v)[:4] == ["notice", "purpose", "ask", "confirm_agree"]
+    assert prompts(v)[:5] == ["notice", "purpose", "ask", "chosen_agree", "confirm"]
     assert not [e for e in v["events"] if e["kind"] == "prompt_failed"]
     assert_evidence(v)

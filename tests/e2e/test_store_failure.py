@@ -21,7 +21,7 @@ import pytest
 import pytest_asyncio
 
 from consent_ivr.service import running
-from consent_ivr.simulate import find_record, place_call, wait_for_record
+from consent_ivr.simulate import find_records, place_call, wait_for_record
 from consent_ivr.sms.config import LogGatewayConfig, SmsConfig
 from consent_ivr.sms.outbox import sms_status
 from consent_ivr.store.db import Database
@@ -88,8 +88,8 @@ async def locked(e2e_prompts_built: None, tmp_path_factory: pytest.TempPathFacto
                 language="en",
             )
 
-            async def call_started() -> dict[str, Any] | None:
-                return await svc.db.run(lambda: find_record(svc.db, channel_id, finished=False))
+            async def call_started() -> list[dict[str, Any]] | None:
+                return await svc.db.run(lambda: find_records(svc.db, channel_id, finished=False))
 
             # The call start is stored; the caller presses 1 at SIM_T1 (about 5 s) and confirms
             # 1.5 s later: lock before that, for as long as the decision is being written.
