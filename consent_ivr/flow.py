@@ -286,6 +286,10 @@ class Dialogue:
     withdraw: bool = False
     identified: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.purposes and not self.withdrawal:
+            raise ValueError("a consent call needs at least one purpose")
+
     @property
     def withdrawal(self) -> bool:
         return bool(self.active) or self.withdraw
@@ -579,9 +583,11 @@ class ConsentFlow:
     def _persisted(self, ok: bool) -> list[Action]:
         assert self.choice is not None
         if not ok:
-            self._settle(Outcome.FAILED)
+            self.outcomes[self.item] = Outcome.FAILED
             if self.hung_up:
+                self._settle(Outcome.ABANDONED)  # the rest was never asked: the caller left
                 return self._finish()
+            self._settle(Outcome.FAILED)
             return self._enter(Step.RESULT, [FAILURE, GOODBYE])
         self.outcomes[self.item] = {
             Choice.AGREE: Outcome.GRANTED,

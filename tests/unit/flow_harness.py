@@ -9,6 +9,7 @@ Asterisk would (late, racing, sometimes failing) and records every turn for the 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from consent_ivr.flow import (
@@ -17,6 +18,7 @@ from consent_ivr.flow import (
     CancelTimer,
     Choice,
     ConsentFlow,
+    Dialogue,
     Event,
     Finish,
     FlowError,
@@ -39,18 +41,21 @@ from consent_ivr.flow import (
     TimerExpired,
 )
 
-KEYPAD = "0123456789*#"
+KEYPAD = "0123456789*#ABCD"  # every DTMF key a campaign may configure
+Outcomes = tuple[Outcome | None, ...]
 
 
 class TracingFlow(ConsentFlow):
     """A ConsentFlow that records every step change as it is made, even several in one event."""
 
-    def __init__(self, rules: Rules | None = None) -> None:
+    changes: list[tuple[Step, Step]]
+
+    def __init__(self, rules: Rules | None = None, dialogue: Dialogue | None = None) -> None:
         object.__setattr__(self, "changes", [])
-        super().__init__(rules=rules or Rules())
+        super().__init__(rules=rules or Rules(), dialogue=dialogue or Dialogue())
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name == "step":
+        if name == "step" and isinstance(value, Step):
             old = getattr(self, "step", None)
             if old is not None and old is not value:
                 self.changes.append((old, value))
@@ -60,36 +65,52 @@ class TracingFlow(ConsentFlow):
 class Call:
     """One scripted call. Checks, on every action, that ids are fresh and stops name what runs."""
 
-    def __init__(self, rules: Rules | None = None) -> None:
+    def __init__(self, rules: Rules | None = None, dialogue: Dialogue | None = None) -> None:
         self.rules = rules or Rules()
-        self.flow = TracingFlow(self.rules)
+        self.dialogue = dialogue or Dialogue()
+        self.flow = TracingFlow(self.rules, self.dialogue)
         self.playing: Play | None = None
         self.timer: StartTimer | None = None
         self.played: list[str] = []
+        self.plays: list[Play] = []
         self.actions: list[Action] = []
         self._play_ids: set[int] = set()
         self._timer_ids: set[int] = set()
 
     @classmethod
-    def at(cls, step: Step, rules: Rules | None = None, choice: Choice = Choice.AGREE) -> Call:
-        """A call that has just entered `step` the ordinary way, its first prompt playing."""
-        call = cls(rules)
+    def at(
+        cls,
+        step: Step,
+        rules: Rules | None = None,
+        dialogue: Dialogue | None = None,
+        *,
+        choice: Choice = Choice.AGREE,
+        pick: str = "1",
+        item: int = 0,
+    ) -> Call:
+        """A call that has just entered `step` the ordinary way, its first prompt playing.
+
+        On the way every prompt plays to its end, every question of a consent call is answered
+        with `choice`, the withdrawal menu with the key `pick`, and every choice is confirmed
+        and stored. `item` says which purpose's `step` (a withdrawal has only item 0)."""
+        call = cls(rules, dialogue)
         r = call.rules
-        path = [Step.START, Step.RECORDING, Step.NOTICE, Step.PURPOSE, Step.ASK, Step.CONFIRM]
-        path += [Step.SAVING, Step.RESULT, Step.DONE]
-        moves = [
-            lambda: call.send(CallStarted()),
-            lambda: call.send(RecordingStarted()),
-            call.finish_prompt,
-            call.finish_prompt,
-            lambda: call.key(r.agree if choice is Choice.AGREE else r.decline),
-            lambda: call.key(r.confirm),
-            lambda: call.send(Persisted(ok=True)),
-            call.play_until_quiet,
-        ]
-        for move in moves[: path.index(step)]:
-            move()
-        assert call.flow.step is step, f"setup reached {call.flow.step}, not {step}"
+        moves: dict[Step, Callable[[], object]] = {
+            Step.START: lambda: call.send(CallStarted()),
+            Step.RECORDING: lambda: call.send(RecordingStarted()),
+            Step.NOTICE: call.finish_prompt,
+            Step.PURPOSE: call.finish_prompt,
+            Step.ASK: lambda: call.key(r.agree if choice is Choice.AGREE else r.decline),
+            Step.MENU: lambda: call.key(pick),
+            Step.CHOSEN: call.finish_prompt,
+            Step.CONFIRM: lambda: call.key(r.confirm),
+            Step.SAVING: lambda: call.send(Persisted(ok=True)),
+            Step.RECORDED: call.finish_prompt,
+            Step.RESULT: call.finish_prompt,
+        }
+        while not (call.flow.step is step and call.flow.item == item):
+            assert call.flow.step is not Step.DONE, f"setup ended before reaching {step} {item}"
+            moves[call.flow.step]()
         return call
 
     # ---- events ---------------------------------------------------------------------------
@@ -132,6 +153,21 @@ class Call:
             self.finish_prompt()
         return self.played[start:]
 
+    def play_until(self, step: Step) -> None:
+        """Let prompts play to their end until the flow is in `step`."""
+        while self.flow.step is not step:
+            self.finish_prompt()
+
+    # ---- what happened --------------------------------------------------------------------
+
+    @property
+    def outcomes(self) -> Outcomes:
+        return tuple(self.flow.outcomes)
+
+    @property
+    def persists(self) -> list[Persist]:
+        return [a for a in self.actions if isinstance(a, Persist)]
+
     # ---- bookkeeping ----------------------------------------------------------------------
 
     def _is_playing(self, play_id: int) -> bool:
@@ -145,6 +181,7 @@ class Call:
                 self._play_ids.add(play_id)
                 self.playing = action
                 self.played.append(prompt)
+                self.plays.append(action)
             case StopPlayback(play_id=play_id):
                 assert self._is_playing(play_id), f"{action} but playing {self.playing}"
                 self.playing = None
@@ -166,32 +203,52 @@ class Turn:
     """One event given to the flow and what came of it."""
 
     before: Step
-    outcome_before: Outcome | None
+    outcomes_before: Outcomes
     event: Event
     actions: list[Action]
     changes: list[tuple[Step, Step]]
     after: Step
-    outcome: Outcome | None
+    outcomes: Outcomes
 
 
 @dataclass
 class Run:
     seed: int
     rules: Rules
+    dialogue: Dialogue
     patient: bool
     flow: TracingFlow
+    careful: bool = False
+    failing: float = 1.0
     turns: list[Turn] = field(default_factory=list)
     error: FlowError | None = None
     stuck: bool = False  # the flow was alive but left the front nothing to wait for
     too_long: bool = False
 
     def trace(self) -> str:
-        lines = [f"seed={self.seed} patient={self.patient} {self.rules}"]
+        lines = [
+            f"seed={self.seed} patient={self.patient} careful={self.careful} "
+            f"failing={self.failing} {self.rules}",
+            f"  {self.dialogue}",
+        ]
         for t in self.turns:
-            lines.append(f"  [{t.before}] {t.event} -> {t.actions} [{t.after}]")
+            lines.append(f"  [{t.before}] {t.event} -> {t.actions} [{t.after}] {t.outcomes}")
         if self.error is not None:
             lines.append(f"  FlowError: {self.error}")
         return "\n".join(lines)
+
+
+def draw_dialogue(rng: random.Random) -> Dialogue:
+    """A call's dialogue: 1..3 purposes, 0..3 active consents, a direct withdrawal entry or
+    not, the caller's number shown or not. Consent calls (nothing active) are the most common."""
+    purposes = tuple(f"purpose{i}" for i in range(rng.randint(1, 3)))
+    active = tuple(f"record{i}" for i in range(rng.choices((0, 1, 2, 3), (5, 2, 2, 2))[0]))
+    return Dialogue(
+        purposes=purposes,
+        active=active,
+        withdraw=rng.random() < 0.2,
+        identified=rng.random() < 0.9,
+    )
 
 
 @dataclass
@@ -204,23 +261,27 @@ class _Front:
     stopped: list[int] = field(default_factory=list)  # their late "finished" is still to come
     timer: int | None = None
     cancelled: list[int] = field(default_factory=list)  # may still fire: cancel races expiry
-    persist: Choice | None = None
+    persist: Persist | None = None
     caller_gone: bool = False
     finished: bool = False
+    failing: float = 1.0  # how readily recordings, playbacks and the database fail
+    silent: float = 1.0  # how readily the caller lets the key timer run out
 
     def pending(self) -> list[tuple[float, Event]]:
         """Answers the front still owes the flow, with how likely each is to come next."""
         options: list[tuple[float, Event]] = []
+        fail = self.failing
         if self.recording_asked:
-            options += [(10, RecordingStarted()), (0.6, RecordingFailed("disk full"))]
+            options += [(10, RecordingStarted()), (0.6 * fail, RecordingFailed("disk full"))]
         if self.playing is not None:
-            options += [(10, PromptFinished(self.playing)), (0.3, PromptFailed(self.playing))]
+            options += [(10, PromptFinished(self.playing))]
+            options += [(0.3 * fail, PromptFailed(self.playing))]
         options += [(2, PromptFinished(pid)) for pid in self.stopped]
         if self.timer is not None:
-            options.append((4, TimerExpired(self.timer)))
+            options.append((4 * self.silent, TimerExpired(self.timer)))
         options += [(1, TimerExpired(tid)) for tid in self.cancelled]
         if self.persist is not None:
-            options += [(4, Persisted(ok=True)), (1.2, Persisted(ok=False, reason="db down"))]
+            options += [(4, Persisted(ok=True)), (1.2 * fail, Persisted(ok=False, reason="db"))]
         return options
 
     def took(self, event: Event) -> None:
@@ -260,27 +321,47 @@ class _Front:
             case CancelTimer(timer_id=tid) if tid == self.timer:
                 self.cancelled.append(tid)
                 self.timer = None
-            case Persist(choice=choice):
-                self.persist = choice
+            case Persist():
+                self.persist = action
             case Hangup():
                 self.caller_gone = True
             case Finish():
                 self.finished = True
 
 
-def walk(seed: int, rules: Rules, *, patient: bool = False, max_turns: int = 300) -> Run:
+def walk(
+    seed: int,
+    rules: Rules,
+    dialogue: Dialogue | None = None,
+    *,
+    patient: bool = False,
+    max_turns: int = 400,
+) -> Run:
     """One call with a seeded random caller and front, played to its end and a little beyond.
 
-    The caller presses the campaign's keys, the default digits and a few others, during
-    prompts and while the flow waits, and (unless `patient`) hangs up at a random point. Once
-    the flow has finished, the front still delivers whatever it owed, and the caller presses a
-    key and hangs up, so the test can check that nothing more comes out of the flow."""
+    The dialogue is drawn from the seed unless given. The caller presses the campaign's keys,
+    the menu's keys (and the one after the last), the default digits and a few others, during
+    prompts and while the flow waits, and (unless `patient`) hangs up at a random point. Some
+    callers are careful (few loops, wrong keys or silences) and some fronts sound (few
+    failures), so that some calls get to the end of several purposes. Once the flow has
+    finished, the front still delivers whatever it owed, and the caller presses a key and
+    hangs up, so the test can check that nothing more comes out of the flow."""
     rng = random.Random(seed)
-    run = Run(seed, rules, patient, TracingFlow(rules))
-    front = _Front()
-    # The campaign's keys come often (agree and confirm may be one digit), others now and then.
-    meaningful = [rules.agree, rules.decline, rules.repeat, rules.confirm, rules.change]
-    keys = [(1.5, k) for k in meaningful] + [(0.5, k) for k in "0125#"]
+    dialogue = dialogue or draw_dialogue(rng)
+    careful, failing = rng.random() < 0.5, rng.choice((0.1, 1.0))
+    run = Run(seed, rules, dialogue, patient, TracingFlow(rules, dialogue), careful, failing)
+    fumbles = 0.2 if careful else 1.0
+    front = _Front(failing=failing, silent=fumbles)
+    # Answers come often (agree and confirm may be one digit), loops and other keys less.
+    menu = [str(i) for i in range(1, len(dialogue.active) + 2)]
+    answers = [rules.agree, rules.decline, rules.confirm]
+    loops = [rules.repeat, rules.change]
+    if dialogue.active:
+        answers += [rules.withdraw_all, *menu]
+        loops.append(rules.keep)
+    presses = [(1.5, KeyPressed(k)) for k in answers]
+    presses += [(1.5 * fumbles, KeyPressed(k)) for k in loops]
+    presses += [(0.5 * fumbles, KeyPressed(k)) for k in "01259#"]
     strays: list[Event] = [KeyPressed(rng.choice(KEYPAD)), HungUp()]
     while True:
         options = front.pending()
@@ -289,9 +370,9 @@ def walk(seed: int, rules: Rules, *, patient: bool = False, max_turns: int = 300
             if not patient:
                 options.append((1, HungUp()))
         elif not front.caller_gone and not front.finished:
-            options += [(weight, KeyPressed(k)) for weight, k in keys]
+            options += presses
             if not patient:
-                options.append((0.5, HungUp()))
+                options.append((0.4, HungUp()))
         if front.finished:
             if not options and not strays:
                 return run
@@ -305,22 +386,16 @@ def walk(seed: int, rules: Rules, *, patient: bool = False, max_turns: int = 300
         else:
             event = _pick(rng, options)
         front.took(event)
-        before, outcome_before, mark = run.flow.step, run.flow.outcome, len(run.flow.changes)
+        flow = run.flow
+        before, outcomes_before, mark = flow.step, tuple(flow.outcomes), len(flow.changes)
         try:
-            actions = run.flow.handle(event)
+            actions = flow.handle(event)
         except FlowError as error:
             run.error = error
             return run
+        changes = flow.changes[mark:]
         run.turns.append(
-            Turn(
-                before,
-                outcome_before,
-                event,
-                actions,
-                run.flow.changes[mark:],
-                run.flow.step,
-                run.flow.outcome,
-            )
+            Turn(before, outcomes_before, event, actions, changes, flow.step, tuple(flow.outcomes))
         )
         for action in actions:
             front.carry_out(action)
