@@ -3,10 +3,11 @@
     .venv/bin/python bench/sms_throughput.py [--jobs 500] [--database URL]
 
 Starts a private Kannel with scripts/kannel.sh (free loopback ports, a temporary directory),
-stores N decisions with their outbox jobs, runs one worker in this process and measures from
-the worker's start until every job is `sent` (accepted by Kannel) and until every job is
-`delivered` (the fake SMSC's delivery report came back through the dlr-url). The same N jobs
-through the log gateway give the baseline: the cost of the outbox itself.
+stores N consents with their outbox jobs through the store API (as the call flow does), runs
+one worker in this process and measures from the worker's start until every job is `sent`
+(accepted by Kannel) and until every job is `delivered` (the fake SMSC's delivery report came
+back through the dlr-url). Each of those steps is also an event in the record's chain. The same
+N jobs through the log gateway (`logged`) give the baseline: the cost of the outbox itself.
 Bounded: gives up after --timeout seconds; always stops its Kannel.
 """
 
@@ -19,58 +20,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
 
 from consent_ivr.sms.config import SmsConfig
-from consent_ivr.sms.models import SmsJob
-from consent_ivr.sms.outbox import enqueue_confirmation
+from consent_ivr.sms.models import DELIVERED, LOGGED, SENT, SmsJob
 from consent_ivr.sms.worker import run_worker
 from consent_ivr.store.db import Database, upgrade
-from consent_ivr.store.models import Call, ConsentRecord, new_id
+from consent_ivr.store.models import new_id
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import free_port  # noqa: E402
-from tests.sms.conftest import SHORT_TEMPLATES  # noqa: E402
+from tests.sms.conftest import SHORT_TEMPLATES, decide  # noqa: E402
 
 SCRIPT = str(REPO / "scripts" / "kannel.sh")
-
-
-def store_decisions(db: Database, sms: SmsConfig, n: int, campaign: str) -> None:
-    at = datetime.now(UTC)
-    with db.session() as session:
-        for i in range(n):
-            call = Call(
-                channel_id=f"{campaign}-{i}",
-                direction="outbound",
-                caller_number="100",
-                called_number="+79001234567",
-                campaign=campaign,
-                language="en",
-                started_at=at,
-            )
-            record = ConsentRecord(
-                record_id=new_id(),
-                call=call,
-                pii_principal_id="+79001234567",
-                jurisdiction="RU",
-                language="en",
-                campaign=campaign,
-                purpose_id="bench",
-                purpose={"text": "benchmarks", "withdrawal": "reply STOP"},
-                controller={"name": "Bench Ltd"},
-                collection_method="ivr-keypad",
-                direction="outbound",
-                outcome="granted",
-                started_at=at,
-                decided_at=at,
-            )
-            session.add_all([call, record])
-            enqueue_confirmation(session, record, decision="granted", at=at, sms=sms)
 
 
 def count(db: Database, campaign: str, *statuses: str) -> int:
@@ -81,28 +47,30 @@ def count(db: Database, campaign: str, *statuses: str) -> int:
 
 
 async def measure(url: str, sms: SmsConfig, n: int, timeout: float) -> tuple[float, float]:
-    """Seconds until all n jobs were accepted by the gateway, and until all were delivered."""
+    """Seconds until all n jobs were accepted by the gateway, and until all were delivered
+    (the log gateway: logged)."""
     upgrade(url)
     db = Database(url)
     campaign = f"bench-{sms.gateway}-{new_id()[:8]}"
+    final = LOGGED if sms.gateway == "log" else DELIVERED
     try:
-        store_decisions(db, sms, n, campaign)
+        decide(db, sms, n, campaign=campaign, language="en")
         stop = asyncio.Event()
         start = time.perf_counter()
         task = asyncio.create_task(run_worker(db, sms, stop))
         sent_s = delivered_s = 0.0
         while time.perf_counter() - start < timeout and not task.done():
-            accepted = await asyncio.to_thread(count, db, campaign, "sent", "delivered")
+            accepted = await asyncio.to_thread(count, db, campaign, SENT, final)
             if accepted == n and not sent_s:
                 sent_s = time.perf_counter() - start
-            if await asyncio.to_thread(count, db, campaign, "delivered") == n:
+            if await asyncio.to_thread(count, db, campaign, final) == n:
                 delivered_s = time.perf_counter() - start
                 break
             await asyncio.sleep(0.02)
         stop.set()
         await task
         if not delivered_s:
-            raise SystemExit(f"not all {n} jobs delivered within {timeout}s")
+            raise SystemExit(f"not all {n} jobs {final} within {timeout}s")
         return sent_s or delivered_s, delivered_s
     finally:
         db.close()

@@ -13,27 +13,27 @@ from consent_ivr import config as cfg
 from consent_ivr import logs
 
 
-def _config(args: argparse.Namespace) -> cfg.Config:
+def config_of(args: argparse.Namespace) -> cfg.Config:
     return cfg.load(args.config)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from consent_ivr.service import serve_forever
 
-    asyncio.run(serve_forever(_config(args)))
+    asyncio.run(serve_forever(config_of(args)))
     return 0
 
 
 def cmd_sms_worker(args: argparse.Namespace) -> int:
     from consent_ivr.sms.worker import main as worker_main
 
-    return asyncio.run(worker_main(_config(args)))
+    return asyncio.run(worker_main(config_of(args)))
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from consent_ivr.store.db import upgrade
 
-    conf = _config(args)
+    conf = config_of(args)
     upgrade(conf.database.url)
     print("database is up to date")
     return 0
@@ -42,7 +42,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     from consent_ivr.prompts import Catalog
 
-    conf = _config(args)
+    conf = config_of(args)
     catalog = Catalog(conf)
     missing = catalog.missing_audio()
     print(f"config OK: {len(conf.campaigns)} campaign(s), {len(catalog.prompts)} prompts")
@@ -54,15 +54,15 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 def cmd_prompts_build(args: argparse.Namespace) -> int:
     from consent_ivr.prompts import Catalog
 
-    built = Catalog(_config(args)).build(force=args.force)
+    built = Catalog(config_of(args)).build(force=args.force)
     print(f"built {len(built)} prompt(s)")
     return 0
 
 
-def _with_db(args: argparse.Namespace, fn: Any) -> Any:
+def with_db(args: argparse.Namespace, fn: Any) -> Any:
     from consent_ivr.store.db import Database
 
-    db = Database(_config(args).database.url)
+    db = Database(config_of(args).database.url)
     try:
         with db.session() as session:
             return fn(session)
@@ -76,7 +76,7 @@ def _sms_view(session: Any, record_id: str) -> list[dict[str, Any]]:
     return sms_list(session, record_id)
 
 
-def _phone(args: argparse.Namespace, conf: cfg.Config) -> str:
+def phone_of(args: argparse.Namespace, conf: cfg.Config) -> str:
     """The --phone argument in E.164, or a clear error (exit 2)."""
     from consent_ivr.phone import to_e164
 
@@ -91,8 +91,8 @@ def cmd_records(args: argparse.Namespace) -> int:
     from consent_ivr.store.lifecycle import record_state
     from consent_ivr.store.records import list_records
 
-    conf = _config(args)
-    phone = _phone(args, conf) if args.phone else None
+    conf = config_of(args)
+    phone = phone_of(args, conf) if args.phone else None
 
     def fetch(session: Any) -> list[dict[str, Any]]:
         at = now()
@@ -111,7 +111,7 @@ def cmd_records(args: argparse.Namespace) -> int:
             for r in list_records(session, phone, args.limit)
         ]
 
-    rows = _with_db(args, fetch)
+    rows = with_db(args, fetch)
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
     else:
@@ -129,8 +129,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from consent_ivr.clock import iso, now
     from consent_ivr.store import lifecycle
 
-    conf = _config(args)
-    phone = _phone(args, conf)
+    conf = config_of(args)
+    phone = phone_of(args, conf)
 
     def fetch(session: Any) -> dict[str, Any]:
         at = now()
@@ -161,7 +161,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         ]
         return {"phone": phone, "purposes": rows, "do_not_contact": dnc}
 
-    result = _with_db(args, fetch)
+    result = with_db(args, fetch)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
         return 0
@@ -191,8 +191,8 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
     from consent_ivr.service import decision_hooks
     from consent_ivr.store import lifecycle
 
-    conf = _config(args)
-    phone = _phone(args, conf)
+    conf = config_of(args)
+    phone = phone_of(args, conf)
     if args.purpose and args.purpose not in conf.purposes:
         raise cfg.ConfigError(
             f"--purpose {args.purpose!r}: unknown purpose (configured: "
@@ -212,7 +212,7 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
             reason=args.reason,
         )
 
-    done = _with_db(args, work)
+    done = with_db(args, work)
     if not done:
         what = f"consent to {args.purpose}" if args.purpose else "consent"
         print(f"{phone}: no active {what} to withdraw", file=sys.stderr)
@@ -226,8 +226,8 @@ def cmd_dnc_add(args: argparse.Namespace) -> int:
     from consent_ivr.clock import now
     from consent_ivr.store import lifecycle
 
-    conf = _config(args)
-    phone = _phone(args, conf)
+    conf = config_of(args)
+    phone = phone_of(args, conf)
 
     def work(session: Any) -> int:
         entry = lifecycle.suppress(
@@ -243,7 +243,7 @@ def cmd_dnc_add(args: argparse.Namespace) -> int:
         session.flush()
         return int(entry.id)
 
-    entry_id = _with_db(args, work)
+    entry_id = with_db(args, work)
     print(
         f"do-not-contact #{entry_id}: {phone} ({args.purpose or 'every purpose'}, {args.channel})"
     )
@@ -258,7 +258,7 @@ def cmd_dnc_lift(args: argparse.Namespace) -> int:
         lifecycle.lift(session, args.id, now())
 
     try:
-        _with_db(args, work)
+        with_db(args, work)
     except (LookupError, ValueError) as e:
         print(f"consent-ivr: {e}", file=sys.stderr)
         return 1
@@ -266,16 +266,31 @@ def cmd_dnc_lift(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def full_view(session: Any, conf: cfg.Config, record_id: str) -> dict[str, Any] | None:
+    """The record, its SMS, and its verification: not only its own chain, but every column
+    recomputed from the events, the numbers against their commitment, the recording and the
+    prompt audio re-hashed, and the ledger around it (see consent_ivr.evidence.verify)."""
+    from consent_ivr.evidence.verify import verify_record
     from consent_ivr.store.records import record_view
 
-    def fetch(session: Any) -> dict[str, Any] | None:
-        view = record_view(session, args.record_id)
-        if view is not None:
-            view["sms"] = _sms_view(session, args.record_id)
-        return view
+    view = record_view(session, record_id)
+    if view is None:
+        return None
+    view["sms"] = _sms_view(session, record_id)
+    report = verify_record(session, conf, record_id)
+    view["integrity"] = {
+        "chain_ok": view["integrity"]["chain_ok"],
+        "verified": report.ok,
+        "problems": [str(f) for f in report.problems],
+        "warnings": [str(f) for f in report.warnings],
+        "notes": [str(f) for f in report.notes],
+    }
+    return view
 
-    view = _with_db(args, fetch)
+
+def cmd_show(args: argparse.Namespace) -> int:
+    conf = config_of(args)
+    view = with_db(args, lambda session: full_view(session, conf, args.record_id))
     if view is None:
         print(f"no record {args.record_id}", file=sys.stderr)
         return 1
@@ -295,7 +310,7 @@ def format_record(v: dict[str, Any]) -> str:
         f"phone     {v['phone'] or '(none)'}  (from {v['phone_source']}; called {called}; "
         f"{v['direction']}, {v['language']})",
         f"campaign  {v['campaign']} / {what}",
-        f"outcome   {v['outcome']}  (status {v['status']}; decided {v['decided_at']})",
+        f"outcome   {v['outcome']}  (status {v['status'] or '-'}; decided {v['decided_at']})",
         f"call      {v['started_at']} .. {v['ended_at']}",
     ]
     if v.get("expires_at") and v["status"] == "given":
@@ -311,6 +326,9 @@ def format_record(v: dict[str, Any]) -> str:
         acted = "" if k["acted_on"] else "  (not counted: during a statement)"
         timeline.append((k["at"], f"key    {k['digit']} in {k['step']}{acted}"))
     lines += [f"  {at}  {text}" for at, text in sorted(timeline)]
+    if v.get("withdrew"):
+        purposes = ", ".join(v["withdrew"].get("purposes") or []) or "nothing (already withdrawn)"
+        lines.append(f"withdrew  {purposes}: records {', '.join(v['withdrew']['records'])}")
     for w in v.get("withdrawals") or []:
         how = ", ".join(f"{k} {w[k]}" for k in ("by", "reason", "via_record") if w.get(k))
         lines.append(
@@ -318,11 +336,13 @@ def format_record(v: dict[str, Any]) -> str:
         )
     if v.get("erased"):
         lines.append(f"erased    {v['erased']['at']} ({v['erased'].get('policy', 'by policy')})")
-    chain = v["integrity"]
+    check = v["integrity"]
+    ok = check.get("verified", check["chain_ok"])
     lines.append(
-        f"event log {len(v['events'])} events, hash chain "
-        f"{'intact' if chain['chain_ok'] else 'BROKEN: ' + '; '.join(chain['problems'])}"
+        f"evidence  {len(v['events'])} events, "
+        + ("verified: hash chain intact" if ok else "NOT VERIFIED: " + "; ".join(check["problems"]))
     )
+    lines += [f"          {note}" for note in check.get("warnings", []) + check.get("notes", [])]
     for sms in v.get("sms") or []:
         lines.append(
             f"sms       {sms.get('status')} via {sms.get('gateway') or '-'}: {sms.get('text')}"
@@ -342,10 +362,9 @@ def cmd_call(args: argparse.Namespace) -> int:
     from consent_ivr.ari.client import AriClient
     from consent_ivr.clock import now
     from consent_ivr.store import lifecycle
-    from consent_ivr.store.models import ContactAttempt
 
-    conf = _config(args)
-    phone = _phone(args, conf)
+    conf = config_of(args)
+    phone = phone_of(args, conf)
     try:
         name, campaign = conf.campaign(args.campaign)
     except KeyError:
@@ -366,20 +385,10 @@ def cmd_call(args: argparse.Namespace) -> int:
             verdict = lifecycle.may_contact(session, phone, pid, "call", asking=True, at=at)
             if not verdict.allowed:
                 refusals.append(f"{pid}: {verdict.reason}")
-                session.add(
-                    ContactAttempt(
-                        at=at,
-                        phone=phone,
-                        campaign=name,
-                        purpose_id=pid,
-                        channel="call",
-                        result="suppressed",
-                        reason=verdict.reason,
-                    )
-                )
+                lifecycle.suppressed(session, phone, pid, "call", verdict.reason, at, campaign=name)
         return refusals
 
-    refusals = _with_db(args, check)
+    refusals = with_db(args, check)
     if refusals:
         print(f"consent-ivr: not calling {phone}: " + "; ".join(refusals), file=sys.stderr)
         return 3
@@ -413,7 +422,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from consent_ivr.prompts import Catalog
     from consent_ivr.service import running
 
-    conf = _config(args)
+    conf = config_of(args)
     name, campaign = conf.campaign(args.campaign)
     language = args.language or campaign.language
     built = Catalog(conf).build()
@@ -432,7 +441,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 _demo_withdrawal_steps, svc.app.catalog, name, language, active
             )
             withdrawal = await _demo_call(svc, args, name, language, "script", steps)
-            again = await svc.db.run(_demo_view, svc.db, active[0].record_id)
+            again = await svc.db.run(_demo_view, svc.db, conf, active[0].record_id)
             # The withdrawal call's own record, then the consent it withdrew.
             return [withdrawal, again]
 
@@ -470,14 +479,14 @@ async def _demo_call(
         language=language,
         variables=script(steps) if steps else None,
     )
-    view = await wait_for_record(svc.db, channel_id, timeout=180)
+    record_id = (await wait_for_record(svc.db, channel_id, timeout=180))["record_id"]
     # The SMS goes out when the call ends: give the worker a moment to send it.
     for _ in range(50):
-        view["sms"] = await svc.db.run(_demo_sms, svc.db, view["record_id"])
-        if all(s["status"] not in ("held", "queued", "sending") for s in view["sms"]):
+        sms = await svc.db.run(_demo_sms, svc.db, record_id)
+        if all(s["status"] not in ("held", "queued", "sending") for s in sms):
             break
         await asyncio.sleep(0.2)
-    return view
+    return dict(await svc.db.run(_demo_view, svc.db, svc.config, record_id))
 
 
 def _demo_active(db: Any, phone: str, purposes: list[str]) -> list[Any]:
@@ -493,12 +502,10 @@ def _demo_withdrawal_steps(catalog: Any, campaign: str, language: str, active: l
     return withdrawal_steps(catalog, campaign, language, active, "1")
 
 
-def _demo_view(db: Any, record_id: str) -> dict[str, Any]:
-    from consent_ivr.store.records import record_view
-
+def _demo_view(db: Any, conf: cfg.Config, record_id: str) -> dict[str, Any]:
     with db.session() as session:
-        view = record_view(session, record_id)
-        view["sms"] = _sms_view(session, record_id)
+        view = full_view(session, conf, record_id)
+        assert view is not None
         return view
 
 

@@ -147,10 +147,10 @@ class Purpose(_Model):
     retention: str = "P5Y"  # evidence and recordings are kept this long after the call
     erase_after_withdrawal: str = "P30D"  # 152-FZ art. 9: destroy within 30 days
 
-    @field_validator("validity", "retention", "erase_after_withdrawal")
+    @field_validator("validity", "retention", "erase_after_withdrawal", mode="before")
     @classmethod
-    def _iso_duration(cls, v: str | None) -> str | None:
-        return None if v is None else durations.check(v)
+    def _iso_duration(cls, v: object) -> object:
+        return None if v is None else durations.check(v)  # type: ignore[arg-type]
 
     def snapshot(self, purpose_id: str, lang: str, privacy_notice_url: str) -> dict[str, Any]:
         """The purpose as a record keeps it: the words in the call's language, the durations

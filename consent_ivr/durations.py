@@ -61,10 +61,23 @@ def parse(text: str) -> Duration:
     return Duration(**{k: int(v) for k, v in match.groupdict().items() if v})
 
 
+# Expiry and erasure dates must be computable for any date the product may see.
+_LONGEST = datetime(9000, 1, 1)
+
+
 def check(text: str) -> str:
-    """For validators: the duration text unchanged, or ValueError."""
-    parse(text)
-    return text
+    """For validators: the duration text, or ValueError saying what was expected."""
+    if not isinstance(text, str):
+        raise ValueError(
+            f"expected an ISO 8601 duration such as P5Y, P6M or P30D (the words said aloud "
+            f"are made from it), got {text!r}"
+        )
+    duration = parse(text)
+    try:
+        duration.after(_LONGEST)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{text!r} is too long: at most about 1000 years") from None
+    return text.strip()
 
 
 # ---- words ------------------------------------------------------------------------------------
@@ -115,7 +128,7 @@ def _ru_form(n: int, forms: tuple[str, str, str]) -> str:
 
 
 def spoken(duration: str | Duration, language: str) -> str:
-    """``P5Y`` as "5 лет" / "5 years"; ``P1Y6M`` as "1 год 6 месяцев" / "1 year 6 months"."""
+    """``P5Y`` as "5 лет" / "5 years"; ``P1Y6M`` as "1 год 6 месяцев" / "1 year and 6 months"."""
     d = parse(duration) if isinstance(duration, str) else duration
     parts = []
     for unit in _EN_UNITS:
@@ -127,9 +140,11 @@ def spoken(duration: str | Duration, language: str) -> str:
         else:
             singular, plural = _EN_UNITS[unit]
             parts.append(f"{n} {singular if n == 1 else plural}")
+    if not parts:
+        return "0 дней" if language == "ru" else "0 days"
     if language == "en" and len(parts) > 1:
         return ", ".join(parts[:-1]) + " and " + parts[-1]
-    return " ".join(parts) if language == "ru" else (parts[0] if parts else "0 days")
+    return " ".join(parts)
 
 
 def spoken_date(day: datetime, language: str) -> str:

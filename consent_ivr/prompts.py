@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import string
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -49,9 +49,15 @@ class Prompt:
     text: str
     version: str
     voice: str
-    path: Path  # the built WAV (static prompts), or the archived one once known
+    built: Path  # where `build` writes it (per campaign, language and name)
     sha256: str | None = None  # of the audio, once it exists
     purpose: str | None = None  # for the `purpose` statement: which purpose it states
+    archived: Path | None = None  # the archive's copy, once known: what Asterisk plays
+
+    @property
+    def path(self) -> Path:
+        """The audio file of this prompt: the archived copy when known."""
+        return self.archived or self.built
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,8 @@ def _load_language(prompts_dir: Path, lang: str) -> dict[str, Any]:
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{file}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping with version, voice, prompts and parts")
     for section, names in (("prompts", PROMPTS), ("parts", PARTS)):
         texts = data.get(section)
         if not isinstance(texts, dict):
@@ -181,7 +189,7 @@ class Catalog:
                             text=text,
                             version=str(data["version"]),
                             voice=self.voice(lang),
-                            path=self.audio_dir / cname / lang / f"{stem}.wav",
+                            built=self.audio_dir / cname / lang / f"{stem}.wav",
                             purpose=pid,
                         )
                 self._check_dynamic(cname, lang)
@@ -272,14 +280,15 @@ class Catalog:
             text=text,
             version=str(self.languages[lang]["version"]),
             voice=voice,
-            path=self.archived(sha),
+            built=self.archived(sha),
             sha256=sha,
+            archived=self.archived(sha),
         )
 
     # ---- audio ----------------------------------------------------------------------------
 
     def missing_audio(self) -> list[Prompt]:
-        return [p for p in self.prompts.values() if not p.path.exists()]
+        return [p for p in self.prompts.values() if not p.built.exists()]
 
     def archive(self, source: Path) -> str:
         """Copy `source` into the archive under its SHA-256 unless it is there; the hash."""
@@ -287,7 +296,7 @@ class Catalog:
         target = self.archived(sha)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(f".{os.getpid()}.part")
+            tmp = target.with_suffix(f".{uuid.uuid4().hex}.part")
             shutil.copyfile(source, tmp)
             tmp.replace(target)
         return sha
@@ -297,7 +306,7 @@ class Catalog:
         without audio."""
         missing = self.missing_audio()
         if missing:
-            lines = [f"  {p.campaign}/{p.language}/{p.name}: {p.path}" for p in missing[:20]]
+            lines = [f"  {p.campaign}/{p.language}/{p.name}: {p.built}" for p in missing[:20]]
             more = f"\n  ... and {len(missing) - 20} more" if len(missing) > 20 else ""
             raise ConfigError(
                 "prompt audio missing (run `consent-ivr prompts build`):\n"
@@ -305,8 +314,8 @@ class Catalog:
                 + more
             )
         for key, p in self.prompts.items():
-            sha = self.archive(p.path)
-            self.prompts[key] = replace(p, sha256=sha, path=self.archived(sha))
+            sha = self.archive(p.built)
+            self.prompts[key] = replace(p, sha256=sha, archived=self.archived(sha))
 
     def build(self, force: bool = False) -> list[Prompt]:
         """Make the audio of every prompt whose text or voice changed; return those built.
@@ -316,27 +325,27 @@ class Catalog:
                 raise ConfigError(f"{tool} not found: install it (Debian: apt-get install {tool})")
         built = []
         for p in self.prompts.values():
-            stamp = p.path.with_suffix(".json")
-            recorded = self.recorded_dir / p.campaign / p.language / p.path.name
+            stamp = p.built.with_suffix(".json")
+            recorded = self.recorded_dir / p.campaign / p.language / p.built.name
             source = {"text": p.text, "voice": p.voice, "recorded": str(recorded)}
             if recorded.exists():
                 source["recorded_sha256"] = sha256_file(recorded)
             else:
                 source.pop("recorded")
-            fresh = not force and p.path.exists() and stamp.exists()
+            fresh = not force and p.built.exists() and stamp.exists()
             if fresh and json.loads(stamp.read_text(encoding="utf-8")) == source:
-                self.archive(p.path)
+                self.archive(p.built)
                 continue
-            p.path.parent.mkdir(parents=True, exist_ok=True)
+            p.built.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp) / "out.wav"
                 if recorded.exists():
                     _to_asterisk_wav(recorded, out)
                 else:
                     synthesize(p.text, p.voice, out)
-                shutil.move(out, p.path)
+                shutil.move(out, p.built)
             stamp.write_text(json.dumps(source, ensure_ascii=False), encoding="utf-8")
-            self.archive(p.path)
+            self.archive(p.built)
             built.append(p)
         return built
 
@@ -355,7 +364,21 @@ def synthesize(text: str, voice: str, out: Path) -> None:
 
 def _to_asterisk_wav(source: Path, out: Path) -> None:
     subprocess.run(
-        ["sox", str(source), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", str(out)],
+        # -D: no dither, so the same text gives the same audio (and hash) every time.
+        [
+            "sox",
+            "-D",
+            str(source),
+            "-r",
+            "8000",
+            "-c",
+            "1",
+            "-b",
+            "16",
+            "-e",
+            "signed-integer",
+            str(out),
+        ],
         check=True,
         capture_output=True,
     )

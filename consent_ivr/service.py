@@ -32,23 +32,30 @@ class Service:
 def decision_hooks(config: Config) -> list[DecisionHook]:
     if not config.sms.enabled:
         return []
+    from consent_ivr.sms import promises
     from consent_ivr.sms.outbox import decision_hook
 
-    return [decision_hook(config.sms)]
+    return [decision_hook(config.sms, promises.channels(config))]
 
 
 def sms_routes(config: Config, db: dbm.Database) -> list[web.RouteDef]:
+    """Delivery reports, and the inbound SMS route when its token is set."""
     if not config.sms.enabled:
         return []
-    from consent_ivr.sms.http import routes
+    from consent_ivr.sms import promises
+    from consent_ivr.sms.http import inbound_routes, routes
 
-    return routes(db, config.sms)
+    channels = promises.channels(config)
+    return routes(db, config.sms) + inbound_routes(db, config.sms, channels, config.default_region)
 
 
 def preflight(config: Config) -> Catalog:
     """Everything that must be right before the service takes a call; raises ConfigError."""
     if not config.ari.password:
         raise ConfigError("ari.password: not set; export CONSENT_IVR_ARI_PASSWORD")
+    from consent_ivr.evidence import tasks as evidence_tasks
+
+    evidence_tasks.preflight(config)
     catalog = Catalog(config)
     catalog.check_audio()
     return catalog
@@ -77,9 +84,18 @@ async def running(
 
         evidence = asyncio.create_task(evidence_tasks.run(config, db, stop_worker))
         if sms_worker if sms_worker is not None else _worker_in_process(config):
+            from consent_ivr.sms import promises
             from consent_ivr.sms.worker import run_worker
 
-            worker = asyncio.create_task(run_worker(db, config.sms, stop_worker))
+            worker = asyncio.create_task(
+                run_worker(
+                    db,
+                    config.sms,
+                    stop_worker,
+                    channels=promises.channels(config),
+                    region=config.default_region,
+                )
+            )
             worker.add_done_callback(_report_worker_end)
         log.info(
             "consent-ivr ready: app %s on %s, database %s",

@@ -11,6 +11,12 @@
 # are printed to fakesmsc.out; lines written to the FIFO fakesmsc.in are sent as inbound SMS
 # ("79001234567 12345 text STOP"). Passwords come from CONSENT_IVR_KANNEL_PASSWORD and
 # CONSENT_IVR_KANNEL_ADMIN_PASSWORD, or are generated once into secrets.env (mode 600).
+#
+# Inbound SMS go to the service's inbound route: CONSENT_IVR_KANNEL_INBOUND_URL (default
+# http://127.0.0.1:8090/sms/inbound, the service's HTTP server), to which the sms-service adds
+# the shared token (CONSENT_IVR_SMS_INBOUND_TOKEN, or generated into secrets.env; `env`
+# prints it for the service) and the message: from=%p to=%P text=%a id=%I. `max-messages = 0`:
+# Kannel never sends the route's HTTP answer back to the phone.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -23,6 +29,7 @@ SENDSMS_PORT="${CONSENT_IVR_KANNEL_SENDSMS_PORT:-14013}"
 USERNAME="${CONSENT_IVR_KANNEL_USERNAME:-consent-ivr}"
 FAKESMSC=/usr/lib/kannel/test/fakesmsc
 WAIT_S="${CONSENT_IVR_KANNEL_WAIT_S:-15}"
+INBOUND_URL="${CONSENT_IVR_KANNEL_INBOUND_URL:-http://127.0.0.1:8090/sms/inbound}"
 
 log() { echo "kannel.sh: $*" >&2; }
 
@@ -48,13 +55,36 @@ secrets() {
                 "$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$DIR/secrets.env"
         )
     fi
+    if ! grep -q '^GENERATED_INBOUND_TOKEN=' "$DIR/secrets.env"; then
+        printf 'GENERATED_INBOUND_TOKEN=%s\n' \
+            "$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >>"$DIR/secrets.env"
+    fi
     # shellcheck disable=SC1091
     . "$DIR/secrets.env"
     PASSWORD="${CONSENT_IVR_KANNEL_PASSWORD:-$GENERATED_PASSWORD}"
     ADMIN_PASSWORD="${CONSENT_IVR_KANNEL_ADMIN_PASSWORD:-$GENERATED_ADMIN_PASSWORD}"
+    INBOUND_TOKEN="${CONSENT_IVR_SMS_INBOUND_TOKEN:-$GENERATED_INBOUND_TOKEN}"
+}
+
+inbound_get_url() {
+    # Kannel expands %-escapes in the whole get-url, so neither part may hold a % of its own.
+    case "$INBOUND_URL" in *%* | *'"'*)
+        log "CONSENT_IVR_KANNEL_INBOUND_URL must not contain % or \""
+        return 1
+        ;;
+    esac
+    if ! [[ "$INBOUND_TOKEN" =~ ^[A-Za-z0-9._~-]+$ ]]; then
+        log "CONSENT_IVR_SMS_INBOUND_TOKEN: use letters, digits and . _ ~ - only"
+        return 1
+    fi
+    local joiner="?"
+    case "$INBOUND_URL" in *\?*) joiner="&" ;; esac
+    echo "$INBOUND_URL${joiner}token=$INBOUND_TOKEN&from=%p&to=%P&text=%a&id=%I"
 }
 
 write_conf() {
+    local get_url
+    get_url="$(inbound_get_url)"
     (
         umask 077
         cat >"$DIR/kannel.conf" <<EOF
@@ -91,6 +121,8 @@ log-level = 1
 # Delivery reports are HTTP calls to our dlr-url: retry them while our receiver restarts.
 http-request-retry = 30
 http-queue-delay = 1
+# Inbound UCS-2 (Cyrillic) reaches the get-url as UTF-8, like every other text.
+mo-recode = true
 
 group = sendsms-user
 username = $USERNAME
@@ -99,9 +131,10 @@ concatenation = true
 max-messages = 10
 user-allow-ip = 127.0.0.1
 
+# Every inbound SMS goes to the service's inbound route; its answer is not sent back.
 group = sms-service
 keyword = default
-get-url = "http://127.0.0.1:9/unused?from=%p&to=%P&text=%a"
+get-url = "$get_url"
 max-messages = 0
 catch-all = true
 EOF
@@ -213,6 +246,7 @@ export CONSENT_IVR_KANNEL_USERNAME=$USERNAME
 export CONSENT_IVR_KANNEL_PASSWORD=$PASSWORD
 export CONSENT_IVR_KANNEL_ADMIN_PASSWORD=$ADMIN_PASSWORD
 export CONSENT_IVR_KANNEL_DIR=$DIR
+export CONSENT_IVR_SMS_INBOUND_TOKEN=$INBOUND_TOKEN
 EOF
 }
 

@@ -13,6 +13,7 @@ fi
 bash scripts/asterisk.sh install 22
 bash scripts/asterisk.sh install 16
 bash scripts/kannel.sh install
+bash scripts/browser.sh install
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

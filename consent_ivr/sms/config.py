@@ -7,12 +7,14 @@ the environment variable named by its `password_env`.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from consent_ivr.sms import stopwords
 from consent_ivr.sms import templates as tpl
 
 
@@ -60,15 +62,74 @@ class SmppConfig(_Model):
     timeout_s: float = Field(default=10.0, gt=0)
 
 
+class InboundConfig(_Model):
+    """SMS people send us (consent_ivr.sms.inbound): a stop word withdraws their consent."""
+
+    enabled: bool = True
+    # The route Kannel's sms-service calls on the service's HTTP server; it is mounted only
+    # when the environment variable `token_env` holds the shared token (see scripts/kannel.sh).
+    path: str = "/sms/inbound"
+    token_env: str = "CONSENT_IVR_SMS_INBOUND_TOKEN"
+    stop_words: tuple[str, ...] = Field(
+        default=(
+            "STOP",
+            "STOPALL",
+            "UNSUBSCRIBE",
+            "CANCEL",
+            "QUIT",
+            "СТОП",
+            "ОТПИСКА",
+            "ОТПИСАТЬСЯ",
+        ),
+        min_length=1,
+    )
+    # all: a stop word withdraws every active consent of the number; last: those of the
+    # purposes of the last SMS sent to it (every one when that tells none that is active).
+    scope: Literal["all", "last"] = "all"
+    # The language of a reply to a number we hold no record of.
+    language: str = "ru"
+    # The reply to any text that is not a stop word, per language; none by default.
+    replies: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("stop_words")
+    @classmethod
+    def _words(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        empty = [w for w in v if not stopwords.normal(w)]
+        if empty:
+            raise ValueError(f"a stop word needs a letter or digit (got {empty!r})")
+        return v
+
+
+class WithdrawHint(_Model):
+    """The words of {how_to_withdraw} in one language (consent_ivr.sms.promises)."""
+
+    reply: str  # when a reply reaches us: must name a stop word
+    call: str  # when it does not and the campaign has a phone number: {phone_number}
+
+    @field_validator("call")
+    @classmethod
+    def _number_only(cls, v: str) -> str:
+        try:
+            names = tpl.fields(v)
+        except tpl.TemplateError as e:
+            raise ValueError(str(e)) from None
+        if set(names) - {"phone_number"}:
+            raise ValueError("the only variable here is {phone_number}")
+        return v
+
+
 def _merge_templates(user: Any) -> Any:
-    """User texts replace the built-in ones per campaign and language, keeping the rest."""
+    """User texts replace the built-in ones per campaign, language and decision."""
     merged = tpl.default_templates()
     if not isinstance(user, dict):
         return user
     for campaign, languages in user.items():
         if not isinstance(languages, dict):
             return user
-        merged.setdefault(campaign, {}).update(languages)
+        for language, texts in languages.items():
+            if not isinstance(texts, dict):
+                return user
+            merged.setdefault(campaign, {}).setdefault(language, {}).update(texts)
     return merged
 
 
@@ -99,6 +160,14 @@ class SmsConfig(_Model):
         }
     )
     templates: dict[str, dict[str, dict[str, str]]] = Field(default_factory=tpl.default_templates)
+    how_to_withdraw: dict[str, WithdrawHint] = Field(
+        default_factory=lambda: {
+            "ru": WithdrawHint(
+                reply="ответьте СТОП на это СМС", call="позвоните на {phone_number}"
+            ),
+            "en": WithdrawHint(reply="reply STOP to this message", call="call {phone_number}"),
+        }
+    )
     max_segments: int = Field(default=6, ge=1, le=255)
 
     # Delivery and retries.
@@ -110,7 +179,10 @@ class SmsConfig(_Model):
     batch_size: int = Field(default=20, ge=1, le=1000)
     concurrency: int = Field(default=4, ge=1, le=64)
     poll_interval_s: float = Field(default=1.0, gt=0)
+    # A job held for a call that never ended (the service died mid-call) goes out after this.
+    hold_max_s: float = Field(default=600.0, gt=0)
 
+    inbound: InboundConfig = InboundConfig()
     dlr: DlrConfig = DlrConfig()
     log: LogGatewayConfig = LogGatewayConfig()
     kannel: KannelConfig = KannelConfig()
@@ -151,6 +223,20 @@ class SmsConfig(_Model):
                 f"({timeout:g})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _hints_name_a_stop_word(self) -> SmsConfig:
+        for language, hint in self.how_to_withdraw.items():
+            if stopwords.promised(hint.reply, self.inbound.stop_words) is None:
+                raise ValueError(
+                    f"how_to_withdraw.{language}.reply ({hint.reply!r}) names none of "
+                    f"sms.inbound.stop_words in capitals: name the word people should send"
+                )
+        return self
+
+    def inbound_token(self) -> str | None:
+        """The shared token of the inbound route, from the environment (None: not set)."""
+        return os.environ.get(self.inbound.token_env) or None
 
     def dlr_url(self, port: int | None = None) -> str:
         """The delivery-report URL given to the gateway (``port``: the one actually bound)."""

@@ -1,22 +1,31 @@
-"""The delivery-report endpoint Kannel calls (its dlr-url), for the service's HTTP server
-or the worker's own.
+"""HTTP routes of the SMS part: the delivery reports Kannel sends (its dlr-url), for the
+service's HTTP server or the worker's own, and the SMS people send us (Kannel's sms-service
+get-url), for the service's.
 
-Kannel's smsbox retries a report whose HTTP call fails, so an error answer here (database down)
-is safe: the report comes again. A report for an unknown job is answered 200 and logged,
-since retrying it cannot help.
+Kannel's smsbox retries a call that fails, so an error answer here (database down) is safe:
+the report or message comes again, and a repeated message is recognised by its id. A report
+for an unknown job is answered 200 and logged, since retrying it cannot help.
+
+The inbound route acts on what it is told (a STOP withdraws consent), so it is mounted only
+with a shared token (`sms.inbound.token_env`), which every call must carry (``token=`` in the
+query, as Kannel's get-url can, or ``Authorization: Bearer``); it is compared in constant time.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 from functools import partial
 
 from aiohttp import web
 
 from consent_ivr.clock import now
-from consent_ivr.sms import jobs
+from consent_ivr.phone import mask
+from consent_ivr.sms import inbound, jobs
 from consent_ivr.sms.config import SmsConfig
+from consent_ivr.sms.gateways import Incoming
 from consent_ivr.sms.gateways.kannel import dlr_report
+from consent_ivr.sms.promises import Channels
 from consent_ivr.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -37,3 +46,59 @@ def routes(db: Database, sms: SmsConfig) -> list[web.RouteDef]:
         return web.Response(text="ok\n")
 
     return [web.get(sms.dlr.path, delivery_report)]
+
+
+def _given_token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return request.query.get("token") or None
+
+
+def inbound_routes(
+    db: Database, sms: SmsConfig, channels: Channels, region: str | None
+) -> list[web.RouteDef]:
+    """The inbound SMS route, or none (and a log line why) when it cannot be mounted."""
+    token = sms.inbound_token()
+    if not sms.inbound.enabled:
+        return []
+    if token is None:
+        level = logging.WARNING if sms.gateway == "kannel" else logging.INFO
+        log.log(
+            level,
+            "inbound SMS route %s not mounted: set %s to the token in Kannel's get-url "
+            "(scripts/kannel.sh env prints it); SMS texts name no STOP reply meanwhile",
+            sms.inbound.path,
+            sms.inbound.token_env,
+        )
+        return []
+    expected = token.encode()
+
+    async def inbound_sms(request: web.Request) -> web.Response:
+        given = _given_token(request)
+        if given is None:
+            return web.Response(status=401, text="token required\n")
+        if not hmac.compare_digest(given.encode(), expected):
+            return web.Response(status=403, text="wrong token\n")
+        query = request.query
+        if "from" not in query or "text" not in query:
+            return web.Response(status=400, text="expected from and text parameters\n")
+        message = Incoming(
+            gateway="kannel",
+            sender=query["from"],
+            recipient=query.get("to", ""),
+            text=query["text"],
+            message_id=query.get("id") or None,
+        )
+        handle = partial(
+            inbound.handle, message=message, at=now(), sms=sms, channels=channels, region=region
+        )
+        try:
+            await db.transaction(handle)
+        except Exception as e:
+            # Not log.exception: the database error would carry the phone number.
+            log.error("inbound SMS from %s not stored: %s", mask(message.sender), type(e).__name__)
+            return web.Response(status=503, text="not stored, send it again\n")
+        return web.Response(text="ok\n")
+
+    return [web.get(sms.inbound.path, inbound_sms)]

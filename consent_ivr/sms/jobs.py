@@ -8,13 +8,20 @@ is sent. A job whose lease ran out while ``sending`` was claimed by a worker tha
 at some unknown point of its send: it is claimed again with ``in_doubt`` set, and the next
 worker asks the gateway (and waits for a delivery report carrying the job id) before it ever
 sends that text again. Delivery reports move a job forward from any state but a final one, so
-a report that overtakes the worker's own "sent" write is not lost.
+a report that overtakes the worker's own "sent" write is not lost; a report for a job already
+final is stored and changes nothing.
+
+The SMS steps are evidence too: `mark_sent`, `apply_report` and `fail` append `sms_sent`,
+`sms_report` and `sms_failed` to the chain of every record the job is about. Those
+transactions take the ledger lock (consent_ivr.store.chain) before they touch the job row, the
+lock order every evidence writer keeps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -28,9 +35,12 @@ from consent_ivr.sms.models import (
     QUEUED,
     SENDING,
     SENT,
+    SUPPRESSED,
     SmsDeliveryReport,
     SmsJob,
 )
+from consent_ivr.store import chain
+from consent_ivr.store.chain import Evidence
 from consent_ivr.store.models import new_id
 
 
@@ -44,6 +54,7 @@ class Claimed:
     in_doubt: bool
     created_at: datetime
     attempt_started_at: datetime
+    kind: str  # a marketing job is checked against the person's consent before it is sent
 
 
 def claim(
@@ -89,6 +100,7 @@ def claim(
             SmsJob.in_doubt,
             SmsJob.created_at,
             SmsJob.attempt_started_at,
+            SmsJob.kind,
         )
         .execution_options(synchronize_session=False)
     )
@@ -100,6 +112,7 @@ def claim(
             in_doubt=bool(row.in_doubt),
             created_at=utc(row.created_at),
             attempt_started_at=utc(row.attempt_started_at or now),
+            kind=row.kind,
         )
         for row in session.execute(stmt)
     ]
@@ -127,15 +140,29 @@ def restart_attempt(
     return result.first() is not None
 
 
-def mark_sent(
-    session: Session, job_id: str, *, gateway: str, message_id: str | None, now: datetime
+def _evidence(
+    session: Session, record_ids: list[str], at: datetime, kind: str, data: dict[str, Any]
 ) -> None:
-    """The gateway has the message. A fact, so it is recorded whoever holds the claim."""
-    session.execute(
+    chain.append(session, [(r, Evidence(at, kind, None, data)) for r in record_ids])
+
+
+def mark_sent(
+    session: Session,
+    job_id: str,
+    *,
+    gateway: str,
+    message_id: str | None,
+    now: datetime,
+    status: str = SENT,
+) -> None:
+    """The gateway has the message (`status` sent; logged for a gateway that only writes it
+    down). A fact, so it is recorded whoever holds the claim."""
+    chain.lock(session)
+    row = session.execute(
         update(SmsJob)
         .where(SmsJob.id == job_id)
         .values(
-            status=case((SmsJob.status.in_((QUEUED, SENDING)), SENT), else_=SmsJob.status),
+            status=case((SmsJob.status.in_((QUEUED, SENDING)), status), else_=SmsJob.status),
             sent_at=func.coalesce(SmsJob.sent_at, now),
             message_id=func.coalesce(SmsJob.message_id, message_id),
             gateway=gateway,
@@ -143,8 +170,12 @@ def mark_sent(
             lease_until=None,
             error=case((SmsJob.status == FAILED, SmsJob.error), else_=None),
         )
+        .returning(SmsJob.record_ids, SmsJob.message_id)
         .execution_options(synchronize_session=False)
-    )
+    ).first()
+    if row is not None:
+        data = {"job_id": job_id, "gateway": gateway, "message_id": row.message_id}
+        _evidence(session, row.record_ids, now, "sms_sent", data)
 
 
 def retry_later(
@@ -172,12 +203,28 @@ def retry_later(
 
 
 def fail(session: Session, job_id: str, token: str, *, error: str, now: datetime) -> None:
-    session.execute(
+    chain.lock(session)
+    row = session.execute(
         update(SmsJob)
         .where(_held(job_id, token))
         .values(status=FAILED, failed_at=now, error=error, lease_until=None, claim_token=None)
+        .returning(SmsJob.record_ids)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is not None:
+        _evidence(session, row.record_ids, now, "sms_failed", {"job_id": job_id, "error": error})
+
+
+def suppress(session: Session, job_id: str, token: str, *, reason: str, now: datetime) -> bool:
+    """A marketing text the person may no longer be sent: final, never sent."""
+    result = session.execute(
+        update(SmsJob)
+        .where(_held(job_id, token))
+        .values(status=SUPPRESSED, error=reason, lease_until=None, claim_token=None)
+        .returning(SmsJob.id)
         .execution_options(synchronize_session=False)
     )
+    return result.first() is not None
 
 
 def apply_report(session: Session, report: DeliveryReport, *, now: datetime) -> str | None:
@@ -189,6 +236,7 @@ def apply_report(session: Session, report: DeliveryReport, *, now: datetime) -> 
         query = query.where(SmsJob.message_id == report.message_id)
     else:
         return None
+    chain.lock(session)
     job = session.scalars(query.limit(1)).first()
     if job is None:
         return None
@@ -202,12 +250,19 @@ def apply_report(session: Session, report: DeliveryReport, *, now: datetime) -> 
             detail=dict(report.detail),
         )
     )
+    data = {
+        "job_id": job.id,
+        "status": report.status,
+        "gateway_status": report.gateway_status,
+        "message_id": report.message_id,
+    }
+    _evidence(session, job.record_ids, now, "sms_report", data)
+    if job.status in FINAL:
+        return job.id
     if report.message_id and not job.message_id:
         job.message_id = report.message_id
     if job.sent_at is None:
         job.sent_at = now  # any report proves the gateway had the message
-    if job.status in FINAL:
-        return job.id
     if report.status == "delivered":
         job.status, job.delivered_at, job.error = DELIVERED, now, None
     elif report.status == "failed":

@@ -15,25 +15,25 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-DECISIONS = ("granted", "declined", "withdrawn", "summary")
+# A template per decision, one summing up a call's decisions, and the reply to a stop word
+# from a number with nothing to withdraw.
+DECISIONS = ("granted", "declined", "withdrawn", "summary", "stopped")
 
-VARIABLES = frozenset(
-    {
-        "company",
-        "contact",
-        "purpose",
-        "data_categories",
-        "retention",
-        "withdrawal",
-        "decision",
-        "datetime",
-        "date",
-        "time",
-        "timezone",
-        "record_id",
-        "reference",
-    }
-)
+TIME_VARIABLES = frozenset({"datetime", "date", "time", "timezone"})
+VARIABLES = TIME_VARIABLES | {
+    "company",
+    "contact",
+    "purpose",
+    "data_categories",
+    "retention",
+    "withdrawal",
+    "how_to_withdraw",
+    "decision",
+    "record_id",
+    "reference",
+}
+# `stopped` answers a number we may hold no record of: only the time is known.
+VARIABLES_OF = {"stopped": TIME_VARIABLES}
 
 DEFAULTS_FILE = Path(__file__).with_name("templates.yaml")
 
@@ -67,11 +67,14 @@ def fields(template: str) -> list[str]:
 
 
 def check(templates: Mapping[str, Mapping[str, Mapping[str, str]]]) -> None:
-    """Raise TemplateError naming ``campaign.language.decision`` and the offending variable."""
+    """Raise TemplateError naming ``campaign.language.decision`` and the offending variable.
+
+    A campaign's language may leave a decision to the default campaign (see `pick`)."""
     for campaign, languages in templates.items():
         for language, by_decision in languages.items():
             where = f"templates.{campaign}.{language}"
-            missing = [d for d in DECISIONS if d not in by_decision]
+            fallback = templates.get("default", {}).get(language, {})
+            missing = [d for d in DECISIONS if d not in by_decision and d not in fallback]
             if missing:
                 raise TemplateError(f"{where}: no text for decision(s) {', '.join(missing)}")
             for decision, text in by_decision.items():
@@ -83,11 +86,12 @@ def check(templates: Mapping[str, Mapping[str, Mapping[str, str]]]) -> None:
                     names = fields(text)
                 except TemplateError as e:
                     raise TemplateError(f"{where}.{decision}: {e}") from None
+                known = VARIABLES_OF.get(decision, VARIABLES)
                 for name in names:
-                    if name not in VARIABLES:
+                    if name not in known:
                         raise TemplateError(
                             f"{where}.{decision}: unknown variable {{{name}}}; "
-                            f"known: {', '.join(sorted(VARIABLES))}"
+                            f"known: {', '.join(sorted(known))}"
                         )
 
 

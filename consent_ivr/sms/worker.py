@@ -3,6 +3,10 @@
 Run it as its own process (``consent-ivr sms-worker``, see ``main``) or inside the service
 (``run_worker``). Several workers may run against one PostgreSQL database; see
 consent_ivr.sms.jobs for how they share the work and how a crash mid-send is recovered.
+Each cycle also releases the SMS of calls that never ended (`sms.hold_max_s`), and a marketing
+job is checked against the person's consent once more just before it is sent
+(consent_ivr.sms.marketing). SMS people send us over the gateway's own connection (SMPP) are
+handled here too (consent_ivr.sms.inbound).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from aiohttp import web
 
 from consent_ivr.clock import now
 from consent_ivr.phone import mask
-from consent_ivr.sms import jobs
+from consent_ivr.sms import inbound, jobs, marketing, outbox, promises
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.gateways import (
     DeliveryReport,
     Gateway,
     GatewaySetupError,
+    Incoming,
     InDoubtError,
     Lookup,
     PermanentError,
@@ -37,6 +42,7 @@ from consent_ivr.sms.gateways.kannel import KannelGateway
 from consent_ivr.sms.gateways.log import LogGateway
 from consent_ivr.sms.gateways.smpp import SmppGateway
 from consent_ivr.sms.http import routes
+from consent_ivr.sms.models import LOGGED, MARKETING, SENT
 from consent_ivr.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -67,12 +73,16 @@ class Worker:
         *,
         name: str | None = None,
         rng: random.Random | None = None,
+        channels: promises.Channels = outbox.NO_CHANNELS,
+        region: str | None = None,
     ) -> None:
         self.db = db
         self.sms = sms
         self.gateway = gateway
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"[:64]
         self.rng = rng or random.Random()
+        self.channels = channels  # for the texts of the confirmations of SMS withdrawals
+        self.region = region  # of inbound senders' national numbers
         self.sent = 0
 
     async def on_report(self, report: DeliveryReport) -> None:
@@ -80,8 +90,28 @@ class Worker:
         if job_id is None:
             log.warning("delivery report %s matches no job", report.gateway_status)
 
+    async def on_inbound(self, message: Incoming) -> None:
+        handle = partial(
+            inbound.handle,
+            message=message,
+            at=now(),
+            sms=self.sms,
+            channels=self.channels,
+            region=self.region,
+        )
+        try:
+            await self.db.transaction(handle)
+        except Exception as e:
+            # Not log.exception: the database error would carry the phone number.
+            log.error(
+                "inbound SMS from %s over %s not stored: %s",
+                mask(message.sender),
+                message.gateway,
+                type(e).__name__,
+            )
+
     async def run(self, stop: asyncio.Event) -> None:
-        await self.gateway.start(self.on_report)
+        await self.gateway.start(self.on_report, self.on_inbound)
         failures = 0
         try:
             while not stop.is_set():
@@ -99,8 +129,21 @@ class Worker:
         finally:
             await self.gateway.close()
 
+    async def release_stale(self) -> None:
+        """Jobs held for a call that never ended (the service died mid-call) go out now."""
+        before = now() - timedelta(seconds=self.sms.hold_max_s)
+        if not await self.db.transaction(partial(outbox.any_held_since, before=before)):
+            return
+        released = await self.db.transaction(partial(outbox.release_stale, before=before, at=now()))
+        log.warning(
+            "released %d SMS held longer than sms.hold_max_s (%gs): their call never ended",
+            released,
+            self.sms.hold_max_s,
+        )
+
     async def run_once(self) -> int:
         """Claim one batch and see each job to an outcome; returns how many were claimed."""
+        await self.release_stale()
         claimed = await self.db.transaction(
             partial(
                 jobs.claim,
@@ -154,6 +197,14 @@ class Worker:
             if not restarted:
                 return
             log.warning("job %s: no trace at the gateway, sending again", job_id)
+        if job.kind == MARKETING:
+            recheck = partial(marketing.recheck, job_id=job_id, token=job.token, at=now())
+            reason = await self.db.transaction(recheck)
+            if reason is not None:
+                log.info(
+                    "marketing job %s to %s suppressed: %s", job_id, mask(job.sms.phone), reason
+                )
+                return
         await self._send(job)
 
     async def _send(self, job: jobs.Claimed) -> None:
@@ -183,6 +234,7 @@ class Worker:
                 gateway=self.gateway.name,
                 message_id=message_id,
                 now=now(),
+                status=SENT if self.gateway.delivers else LOGGED,
             )
         )
 
@@ -218,11 +270,18 @@ async def _dlr_server(db: Database, sms: SmsConfig) -> tuple[web.AppRunner, int]
 
 
 async def run_worker(
-    db: Database, sms: SmsConfig, stop: asyncio.Event, *, gateway: Gateway | None = None
+    db: Database,
+    sms: SmsConfig,
+    stop: asyncio.Event,
+    *,
+    gateway: Gateway | None = None,
+    channels: promises.Channels = outbox.NO_CHANNELS,
+    region: str | None = None,
 ) -> None:
     """The worker loop until ``stop`` is set; with Kannel it also serves delivery reports.
 
-    ``gateway`` replaces the configured one (tests wrap a real gateway to inject a crash).
+    ``gateway`` replaces the configured one (tests wrap a real gateway to inject a crash);
+    ``channels`` and ``region`` come from the whole config (see ``main``).
     """
     if not sms.enabled:
         log.info("sms.enabled is false: the SMS worker has nothing to do")
@@ -235,7 +294,7 @@ async def run_worker(
         log.info("delivery reports on http://%s:%d%s", sms.dlr.host, port, sms.dlr.path)
     try:
         gateway = gateway or make_gateway(sms, dlr_url=sms.dlr_url(port))
-        await Worker(db, sms, gateway).run(stop)
+        await Worker(db, sms, gateway, channels=channels, region=region).run(stop)
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -249,7 +308,8 @@ async def main(config: Any) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await run_worker(db, config.sms, stop)
+        channels = promises.channels(config)
+        await run_worker(db, config.sms, stop, channels=channels, region=config.default_region)
         return 0
     except GatewaySetupError as e:
         log.error("%s", e)

@@ -8,7 +8,7 @@ hash, and the record keeps the newest (``head_seq``, ``head_hash``), so an edite
 reordered or truncated event is found. The *ledger* chains every event of the database in one
 global order (``ledger_seq``): each entry hashes the previous entry and the event's own hash, so
 a whole record deleted, or an event removed together with its record's head, leaves a gap.
-Signed checkpoints of the ledger head (consent_ivr.store.checkpoints) pin the ledger, so even a
+Signed checkpoints of the ledger head (consent_ivr.evidence.checkpoints) pin the ledger, so even a
 database rewritten from scratch with recomputed hashes is found.
 
 Every transaction that writes events calls `append`, which first takes the ledger head's row
@@ -97,10 +97,19 @@ def commitment(salt: str, personal: dict[str, Any]) -> str:
     return sha256_text(salt + ":" + canonical(personal))
 
 
+_LOCKED = "consent_ivr.ledger_locked"
+
+
 def lock(session: Session) -> LedgerHead:
-    """Take the ledger lock (see the module docstring) and return the head row."""
-    session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq))
-    head = session.get(LedgerHead, 1, populate_existing=True)
+    """Take the ledger lock (see the module docstring) and return the head row. Once per
+    transaction: the lock is held until it ends."""
+    transaction = session.get_transaction()
+    if session.info.get(_LOCKED) is not transaction or transaction is None:
+        session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq))
+        session.info[_LOCKED] = transaction
+        head = session.get(LedgerHead, 1, populate_existing=True)
+    else:
+        head = session.get(LedgerHead, 1)
     if head is None:  # the first event of a new database
         head = LedgerHead(id=1, seq=0, hash=GENESIS)
         session.add(head)

@@ -27,11 +27,11 @@ from consent_ivr import durations
 from consent_ivr.clock import iso, now, utc
 from consent_ivr.store import chain
 from consent_ivr.store.chain import Evidence
-from consent_ivr.store.models import ConsentRecord, Suppression
+from consent_ivr.store.models import ConsentRecord, ContactAttempt, Suppression
 from consent_ivr.store.records import Decided, DecisionHook
 
 CHANNELS = ("call", "sms")
-DECISIVE = ("given", "refused", "withdrawn")
+DECISIVE = ("given", "refused", "withdrawn", "expired")
 
 
 def expires_at(record: ConsentRecord) -> datetime | None:
@@ -112,7 +112,8 @@ def states(
             continue
         state = record_state(latest, at)
         end = expires_at(latest) if latest.status == "given" else None
-        since = end if state == "expired" else utc(latest.status_at)  # type: ignore[arg-type]
+        # Expired at read time: since the end of its validity; by a purge's event: since then.
+        since = end if state == "expired" and end else utc(latest.status_at)  # type: ignore[arg-type]
         result[pid] = ConsentState(
             pid, state, since, latest.record_id, _withdrawal_channel(session, latest), end, ids
         )
@@ -386,3 +387,27 @@ def register(session: Session, phone: str) -> list[Suppression]:
             .order_by(Suppression.created_at.desc())
         )
     )
+
+
+def suppressed(
+    session: Session,
+    phone: str,
+    purpose: str,
+    channel: str,
+    reason: str,
+    at: datetime,
+    *,
+    campaign: str | None = None,
+) -> ContactAttempt:
+    """Keep a contact we refused to make, with why: the refusal is shown to have been obeyed."""
+    attempt = ContactAttempt(
+        at=utc(at),
+        phone=phone,
+        campaign=campaign,
+        purpose_id=purpose,
+        channel=channel,
+        result="suppressed",
+        reason=reason,
+    )
+    session.add(attempt)
+    return attempt

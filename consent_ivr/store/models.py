@@ -4,7 +4,7 @@ ledger across all events, signed checkpoints, and the do-not-contact register.
 Field names follow ISO/IEC TS 27560 and the Kantara Consent Receipt where one exists
 (``record_id``, ``pii_principal_id``, ``collection_method``, ``jurisdiction``).
 The events are the evidence; every column of a record and of its call is a cache of them that
-`consent-ivr verify` recomputes (see consent_ivr.store.verify). The current state of a consent
+`consent-ivr verify` recomputes (see consent_ivr.evidence.verify). The current state of a consent
 is derived from its lifecycle events; ``status`` only caches the latest of them.
 """
 

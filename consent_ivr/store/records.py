@@ -329,7 +329,7 @@ def record_view(session: Session, record_id: str, *, at: datetime | None = None)
         "direction": record.direction,
         "collection_method": record.collection_method,
         "outcome": record.outcome,
-        "status": lifecycle.record_state(record, at or now()),
+        "status": lifecycle.record_state(record, at or now()) if record.kind == "consent" else None,
         "expires_at": iso(lifecycle.expires_at(record)),
         "started_at": iso(record.started_at),
         "decided_at": iso(record.decided_at),
@@ -363,9 +363,10 @@ def record_view(session: Session, record_id: str, *, at: datetime | None = None)
             if e.kind == "prompt"
         ],
         "recording": recording,
-        "withdrawals": [
-            {"at": iso(e.at), **e.data} for e in events if e.kind in ("withdrawn", "withdrawal")
-        ],
+        "withdrawals": [{"at": iso(e.at), **e.data} for e in events if e.kind == "withdrawn"],
+        "withdrew": next(
+            ({"at": iso(e.at), **e.data} for e in events if e.kind == "withdrawal"), None
+        ),
         "erased": {"at": iso(erased.at), **erased.data} if erased else None,
         "subject_commitment": (first.get("subject") or {}).get("commitment"),
         "events": [

@@ -30,7 +30,9 @@ APPEND_ONLY = ("consent_events", "checkpoints")
 
 
 def _ledger_hash(seq: int, prev: str, event: str) -> str:
-    body = json.dumps({"seq": seq, "prev": prev, "event": event}, sort_keys=True, separators=(",", ":"))
+    body = json.dumps(
+        {"seq": seq, "prev": prev, "event": event}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(body.encode()).hexdigest()
 
 
@@ -82,8 +84,9 @@ def upgrade() -> None:
     seq, prev = 0, GENESIS
     status: dict[str, tuple[str, object]] = {}
     rows = conn.execute(
-        sa.select(events.c.id, events.c.record_id, events.c.kind, events.c.at, events.c.hash)
-        .order_by(events.c.id)
+        sa.select(
+            events.c.id, events.c.record_id, events.c.kind, events.c.at, events.c.hash
+        ).order_by(events.c.id)
     ).all()
     for row in rows:
         seq += 1

@@ -18,7 +18,9 @@ def upgrade() -> None:
     with op.batch_alter_table("sms_jobs") as t:
         t.add_column(sa.Column("record_ids", sa.JSON(), nullable=True))
         t.add_column(sa.Column("call_id", sa.String(36)))
-    jobs = sa.table("sms_jobs", sa.column("id"), sa.column("record_id"), sa.column("record_ids", sa.JSON()))
+    jobs = sa.table(
+        "sms_jobs", sa.column("id"), sa.column("record_id"), sa.column("record_ids", sa.JSON())
+    )
     conn = op.get_bind()
     for job_id, record_id in conn.execute(sa.select(jobs.c.id, jobs.c.record_id)).all():
         conn.execute(jobs.update().where(jobs.c.id == job_id).values(record_ids=[record_id]))

@@ -78,6 +78,8 @@ def e2e_config(ari: dict[str, str], database_url: str, tmp: Path, **flow: Any) -
             "prompts": {"dir": str(E2E_PROMPTS), "audio_dir": str(SHARE / "e2e")},
             "http": {"enabled": False},
             "sms": {"log": {"file": str(tmp / "sms.jsonl"), "echo": False}},
+            # Each database its own checkpoint file: another's would read as a rewrite.
+            "evidence": {"checkpoints": str(tmp / "checkpoints.jsonl")},
             "flow": {"key_timeout_s": 1.5, "max_attempts": 3, "max_repeats": 2, **flow},
             "purposes": {
                 "e2e-offers": purpose("offers", "предложения"),

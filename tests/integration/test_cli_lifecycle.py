@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -212,3 +213,22 @@ def test_bad_arguments_are_named(
     proc = cli(env, *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_show_catches_a_record_edited_in_the_database(env: dict[str, str], db: Database) -> None:
+    """Issue #7, as a new user tried it with sqlite3: change a declined record's phone and
+    outcome; `show` must no longer say the evidence is intact, and name both fields."""
+    record_id = decided(db, "declined")
+    assert "verified: hash chain intact" in cli(env, "show", record_id).stdout
+    with sqlite3.connect(env["CONSENT_IVR_DATABASE_URL"].removeprefix("sqlite:///")) as conn:
+        conn.execute(
+            "UPDATE consent_records SET outcome = 'granted', pii_principal_id = '+79990000000' "
+            "WHERE record_id = ?",
+            (record_id,),
+        )
+    shown = cli(env, "show", record_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "NOT VERIFIED" in shown.stdout and "hash chain intact" not in shown.stdout
+    problems = json.loads(cli(env, "show", record_id, "--json").stdout)["integrity"]["problems"]
+    assert any("outcome" in p for p in problems), problems
+    assert any("pii_principal_id" in p or "commitment" in p for p in problems), problems

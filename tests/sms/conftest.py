@@ -1,30 +1,38 @@
-"""Fixtures for the SMS tests: databases with migrations applied, consent records, a private
-Kannel (started by scripts/kannel.sh on free loopback ports), and worker helpers."""
+"""Fixtures for the SMS tests: databases with migrations applied, consent records written
+through the store API (so their chains are valid), a private Kannel (started by
+scripts/kannel.sh on free loopback ports, its inbound SMS sent to a port the tests serve the
+inbound route on), and worker helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import pytest
+from aiohttp import web
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.models import SmsJob
-from consent_ivr.sms.outbox import enqueue_confirmation
+from consent_ivr.sms.outbox import NO_CHANNELS, decision_hook
+from consent_ivr.sms.promises import Channels
+from consent_ivr.store import chain, records
 from consent_ivr.store.db import Database, upgrade
-from consent_ivr.store.models import Call, ConsentRecord
+from consent_ivr.store.records import NewCall, NewRecord, Subject
 from tests.conftest import PgServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,11 +42,12 @@ PURPOSE = {
     "id": "marketing-calls",
     "text": "звонки и СМС с предложениями наших услуг",
     "data_categories": "номер телефона и запись этого разговора",
-    "retention": "пять лет",
-    "withdrawal": "позвоните по этому номеру и нажмите два, или ответьте СТОП на наше СМС",
+    "withdrawal": "позвоните по этому номеру и нажмите два",
     "lawful_basis": "consent",
     "validity": "P1Y",
+    "retention": "P5Y",
 }
+NEWS = {**PURPOSE, "id": "news", "text": "новости компании"}
 EN_CONTROLLER = {"name": "Example Ltd", "contact": "privacy@example.com"}
 EN_PURPOSE = {
     **PURPOSE,
@@ -48,54 +57,86 @@ EN_PURPOSE = {
 # One short GSM-7 part per message, so the fake SMSC's output can be counted per job.
 SHORT_TEMPLATES = {
     "default": {
-        lang: {d: f"{d} {{record_id}}" for d in ("granted", "declined", "withdrawn")}
+        lang: {
+            **{d: f"{d} {{record_id}}" for d in ("granted", "declined", "withdrawn", "summary")},
+            "stopped": "stopped {datetime}",
+        }
         for lang in ("ru", "en")
     }
 }
 
 
-def new_record(
-    session: Any, *, phone: str = "+79001234567", language: str = "ru", campaign: str = "default"
-) -> ConsentRecord:
-    started = datetime.now(UTC)
-    call = Call(
+def new_phone() -> str:
+    """A Russian mobile number of its own, so a test can count what was sent to it."""
+    return f"+7900{random.randrange(10**7):07d}"
+
+
+def consent_call(
+    session: Session,
+    sms: SmsConfig,
+    decisions: Sequence[tuple[dict[str, Any], str]],
+    *,
+    phone: str | None = "+79001234567",
+    language: str = "ru",
+    campaign: str = "default",
+    at: datetime | None = None,
+    channels: Channels = NO_CHANNELS,
+    end_call: bool = True,
+) -> list[str]:
+    """A consent call as the flow stores it: a record per (purpose, outcome), each decision
+    with the outbox hook (the SMS held while the call goes on), and the call's end (which
+    releases the SMS). Returns the record ids."""
+    at = at or datetime.now(UTC)
+    call = NewCall(
         channel_id=f"test-{uuid.uuid4()}",
         direction="inbound",
-        caller_number=phone,
-        called_number="100",
         campaign=campaign,
         language=language,
-        started_at=started,
-    )
-    record = ConsentRecord(
-        record_id=str(uuid.uuid4()),
-        call=call,
-        pii_principal_id=phone,
         jurisdiction="RU",
-        language=language,
-        campaign=campaign,
-        purpose_id="marketing-calls",
-        purpose=PURPOSE if language == "ru" else EN_PURPOSE,
         controller=CONTROLLER if language == "ru" else EN_CONTROLLER,
-        collection_method="ivr-keypad",
-        direction="inbound",
-        started_at=started,
+        started_at=at - timedelta(seconds=30),
+        subject=Subject(phone, "caller-id", phone, "100"),
     )
-    session.add_all([call, record])
-    return record
-
-
-def decide(db: Database, sms: SmsConfig, count: int = 1, **record_kw: Any) -> list[str]:
-    """Store ``count`` decisions the way the call flow does: record + outbox in one commit."""
-    ids = []
-    with db.session() as session:
-        for _ in range(count):
-            record = new_record(session, **record_kw)
-            at = datetime.now(UTC)
-            record.outcome, record.decided_at = "granted", at
-            enqueue_confirmation(session, record, decision="granted", at=at, sms=sms)
-            ids.append(record.record_id)
+    opened = [NewRecord("consent", purpose) for purpose, _ in decisions]
+    call_id, ids = records.open_call(session, call, opened)
+    hooks = [decision_hook(sms, channels)]
+    for record_id, (_, outcome) in zip(ids, decisions, strict=True):
+        records.store_decision(session, record_id, outcome, at, hooks=hooks)
+    if end_call:
+        outcomes = {r: outcome for r, (_, outcome) in zip(ids, decisions, strict=True)}
+        records.finish_call(session, call_id, outcomes, at, [], None)
     return ids
+
+
+def consent(
+    session: Session,
+    sms: SmsConfig,
+    *,
+    purpose: dict[str, Any] | None = None,
+    outcome: str = "granted",
+    language: str = "ru",
+    **kw: Any,
+) -> str:
+    """A one-purpose consent call (see `consent_call`); returns its record id."""
+    purpose = purpose or (PURPOSE if language == "ru" else EN_PURPOSE)
+    [record_id] = consent_call(session, sms, [(purpose, outcome)], language=language, **kw)
+    return record_id
+
+
+def decide(db: Database, sms: SmsConfig, count: int = 1, **kw: Any) -> list[str]:
+    """Store ``count`` consents the way the call flow does, in one commit."""
+    with db.session() as session:
+        return [consent(session, sms, **kw) for _ in range(count)]
+
+
+def event_kinds(db: Database, record_id: str) -> list[str]:
+    with db.session() as session:
+        return [e.kind for e in chain.events_of(session, record_id)]
+
+
+def events(db: Database, record_id: str, kind: str) -> list[dict[str, Any]]:
+    with db.session() as session:
+        return [e.data for e in chain.events_of(session, record_id) if e.kind == kind]
 
 
 def job_counts(db: Database) -> dict[str, int]:
@@ -137,10 +178,12 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
 
 @dataclass
 class Kannel:
-    """A running private Kannel; ``delivered()`` is what the fake SMSC received."""
+    """A running private Kannel; ``delivered()`` is what the fake SMSC received, `inbound`
+    sends an SMS from a phone, which Kannel hands to http://127.0.0.1:{inbound_port}."""
 
     env: dict[str, str]
     dir: Path
+    inbound_port: int
 
     def _script(self, action: str) -> None:
         subprocess.run(
@@ -157,12 +200,15 @@ class Kannel:
     def stop(self) -> None:
         self._script("stop")
 
-    def delivered(self) -> list[str]:
-        """Texts of the messages fakesmsc printed, one per part (UCS-2 decoded, UDH dropped)."""
+    def delivered(self, to: str | None = None) -> list[str]:
+        """Texts of the messages fakesmsc printed, one per part (UCS-2 decoded, UDH dropped),
+        all of them or those `to` one number."""
         out = (self.dir / "fakesmsc.out").read_text(errors="replace")
         texts = []
-        for m in re.finditer(r"Got message \d+: <\S+ \S+ (\S+) (.*)>$", out, re.M):
-            kind, rest = m.group(1), m.group(2)
+        for m in re.finditer(r"Got message \d+: <\S+ (\S+) (\S+) (.*)>$", out, re.M):
+            if to is not None and m.group(1).lstrip("+") != to.lstrip("+"):
+                continue
+            kind, rest = m.group(2), m.group(3)
             if kind == "udh":  # a part of a long message: "<udh> data|text <payload>"
                 _, kind, rest = rest.split(" ", 2)
                 kind = "ucs-2" if kind == "data" else kind
@@ -170,6 +216,14 @@ class Kannel:
                 rest = unquote_to_bytes(rest.replace("+", "%20")).decode("utf-16-be")
             texts.append(rest)
         return texts
+
+    def inbound(self, sender: str, text: str, to: str = "12345") -> None:
+        """A person's SMS, through fakesmsc's stdin (one line per write: it reads one)."""
+        fd = os.open(self.dir / "fakesmsc.in", os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, f"{sender.lstrip('+')} {to} text {text}\n".encode())
+        finally:
+            os.close(fd)
 
     def sms_config(self, **overrides: Any) -> SmsConfig:
         base: dict[str, Any] = {
@@ -203,8 +257,14 @@ def kannel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kannel]:
         "CONSENT_IVR_KANNEL_SMSC_PORT": str(free_port()),
         "CONSENT_IVR_KANNEL_SENDSMS_PORT": str(free_port()),
     }
-    env.pop("CONSENT_IVR_KANNEL_PASSWORD", None)
-    env.pop("CONSENT_IVR_KANNEL_ADMIN_PASSWORD", None)
+    inbound_port = free_port()
+    env["CONSENT_IVR_KANNEL_INBOUND_URL"] = f"http://127.0.0.1:{inbound_port}/sms/inbound"
+    for secret in (
+        "CONSENT_IVR_KANNEL_PASSWORD",
+        "CONSENT_IVR_KANNEL_ADMIN_PASSWORD",
+        "CONSENT_IVR_SMS_INBOUND_TOKEN",
+    ):
+        env.pop(secret, None)
     subprocess.run(["bash", str(REPO / "scripts/kannel.sh"), "install"], check=True, timeout=300)
     printed = subprocess.run(
         ["bash", str(REPO / "scripts/kannel.sh"), "env"],
@@ -217,7 +277,7 @@ def kannel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kannel]:
     for line in printed.splitlines():
         key, _, value = line.removeprefix("export ").partition("=")
         env[key] = value
-    k = Kannel(env, Path(env["CONSENT_IVR_KANNEL_DIR"]))
+    k = Kannel(env, Path(env["CONSENT_IVR_KANNEL_DIR"]), inbound_port)
     k.start()
     yield k
     k.stop()
@@ -225,11 +285,29 @@ def kannel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kannel]:
 
 @pytest.fixture
 def kannel_env(kannel: Kannel, monkeypatch: pytest.MonkeyPatch) -> Kannel:
-    """Kannel running, with its passwords in this process's environment (as in production)."""
+    """Kannel running, with its secrets in this process's environment (as in production)."""
     kannel.start()  # a no-op when running; restarts it after a test that stopped it
-    for key in ("CONSENT_IVR_KANNEL_PASSWORD", "CONSENT_IVR_KANNEL_ADMIN_PASSWORD"):
+    for key in (
+        "CONSENT_IVR_KANNEL_PASSWORD",
+        "CONSENT_IVR_KANNEL_ADMIN_PASSWORD",
+        "CONSENT_IVR_SMS_INBOUND_TOKEN",
+    ):
         monkeypatch.setenv(key, kannel.env[key])
     return kannel
+
+
+@asynccontextmanager
+async def serving(routes: list[web.RouteDef], port: int) -> AsyncIterator[None]:
+    """Serve `routes` on 127.0.0.1:`port` (the service's HTTP server, reduced to them)."""
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield
+    finally:
+        await runner.cleanup()
 
 
 class RunningWorker:

@@ -1,22 +1,38 @@
-"""Through a real Kannel (bearerbox + smsbox) to its fake SMSC, with real delivery reports."""
+"""Through a real Kannel (bearerbox + smsbox) to its fake SMSC, with real delivery reports;
+and from the fake SMSC's phones back through Kannel's sms-service to the inbound route."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import func, select
 
+from consent_ivr.config import Config
+from consent_ivr.service import sms_routes
+from consent_ivr.sms import promises
 from consent_ivr.sms.config import SmsConfig
-from consent_ivr.sms.models import SmsDeliveryReport, SmsJob
-from consent_ivr.sms.outbox import sms_status
+from consent_ivr.sms.models import SmsDeliveryReport, SmsInbound, SmsJob
+from consent_ivr.sms.outbox import sms_list, sms_status
+from consent_ivr.store import chain, lifecycle
 from consent_ivr.store.db import Database
 
-from .conftest import Kannel, decide, free_port, job_counts, wait_until, worker_process
+from .conftest import (
+    Kannel,
+    decide,
+    free_port,
+    job_counts,
+    new_phone,
+    serving,
+    wait_until,
+    worker_process,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +230,92 @@ async def test_two_workers_on_postgresql_never_send_a_job_twice(pg_url: str, kan
     assert await received_by_smsc(kannel_env, record_ids) == Counter({r: 1 for r in record_ids})
     assert len(by_worker) == 2 and min(by_worker.values()) >= 5, by_worker
     assert set(attempts) == {1}
+
+
+# ---- inbound: a person's SMS through Kannel's sms-service to the service's route -------------
+
+
+def inbound_rows(db: Database, phone: str) -> list[SmsInbound]:
+    with db.session() as session:
+        return list(session.scalars(select(SmsInbound).where(SmsInbound.sender == phone)))
+
+
+@contextlib.asynccontextmanager
+async def service_routes(db: Database, kannel: Kannel, start_worker) -> AsyncIterator[SmsConfig]:
+    """The service's SMS routes (as `consent-ivr run` mounts them) where Kannel's get-url
+    points, and a worker; a numeric sender, so replies reach us."""
+    sms = kannel.sms_config(sender="12345")
+    config = Config(sms=sms)
+    assert promises.channels(config).replies
+    async with serving(sms_routes(config, db), kannel.inbound_port):
+        worker = start_worker(db, sms)
+        yield sms
+        await worker.close()
+
+
+async def settled_texts(kannel: Kannel, phone: str, text: str) -> int:
+    """How many times the fake SMSC got `text` for `phone`, once it got it at all."""
+    await wait_until(lambda: text in kannel.delivered(phone), 15, f"{text!r} at the fake SMSC")
+    await asyncio.sleep(1.0)  # a duplicate would show by now
+    return kannel.delivered(phone).count(text)
+
+
+async def test_stop_through_kannel_withdraws_and_confirms_once(
+    sqlite_db: Database, kannel_env: Kannel, start_worker
+):
+    phone = new_phone()
+    async with service_routes(sqlite_db, kannel_env, start_worker) as sms:
+        [record_id] = decide(sqlite_db, sms, phone=phone)
+        assert await settled_texts(kannel_env, phone, f"granted {record_id}") == 1
+
+        kannel_env.inbound(phone, "Stop.")
+        await wait_until(lambda: len(inbound_rows(sqlite_db, phone)) == 1, 15, "the STOP stored")
+        assert await settled_texts(kannel_env, phone, f"withdrawn {record_id}") == 1
+
+    [row] = inbound_rows(sqlite_db, phone)
+    assert (row.gateway, row.text, row.action, row.record_ids) == (
+        "kannel",
+        "Stop.",
+        "withdrawn",
+        [record_id],
+    )
+    assert row.message_id and row.recipient == "12345"  # Kannel's own id of the message
+    with sqlite_db.session() as session:
+        state = lifecycle.states(session, phone)["marketing-calls"]
+        [withdrawal] = [s for s in sms_list(session, record_id) if s["template"] == "withdrawn"]
+        [event] = [e.data for e in chain.events_of(session, record_id) if e.kind == "withdrawn"]
+    assert (state.state, state.channel) == ("withdrawn", "sms")
+    assert event["channel"] == "sms" and event["via_sms"] == row.id
+    assert withdrawal["job_id"] == row.reply_job_id and withdrawal["gateway"] == "kannel"
+
+
+async def test_kannel_inbound_unknown_text_and_stop_without_consent(
+    sqlite_db: Database, kannel_env: Kannel, start_worker
+):
+    phone, stranger = new_phone(), new_phone()
+    async with service_routes(sqlite_db, kannel_env, start_worker) as sms:
+        [record_id] = decide(sqlite_db, sms, phone=phone)
+        assert await settled_texts(kannel_env, phone, f"granted {record_id}") == 1
+        kannel_env.inbound(phone, "СТОП звонкам после девяти")
+        await wait_until(lambda: inbound_rows(sqlite_db, phone) != [], 15, "the text stored")
+
+        kannel_env.inbound(stranger, "СТОП")
+        await wait_until(lambda: inbound_rows(sqlite_db, stranger) != [], 15, "the STOP stored")
+        await wait_until(lambda: kannel_env.delivered(stranger) != [], 15, "the reply")
+        await asyncio.sleep(1.0)
+
+    [other] = inbound_rows(sqlite_db, phone)
+    assert (other.action, other.text, other.reply_job_id) == (
+        "other",
+        "СТОП звонкам после девяти",  # Cyrillic arrives as UTF-8 (mo-recode)
+        None,
+    )
+    assert kannel_env.delivered(phone) == [f"granted {record_id}"]  # nothing else sent
+    [stop] = inbound_rows(sqlite_db, stranger)
+    assert stop.action == "stopped"
+    [reply] = kannel_env.delivered(stranger)
+    assert reply.startswith("stopped ")
+    with sqlite_db.session() as session:
+        assert lifecycle.states(session, phone)["marketing-calls"].state == "given"
+        [entry] = lifecycle.register(session, stranger)
+    assert (entry.source, entry.purpose_id) == ("stop", None)

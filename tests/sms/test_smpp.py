@@ -1,6 +1,7 @@
 """The SMPP gateway (aiosmpplib) against an SMSC driven by PyPI `smpp34` (someone else's SMPP
 server implementation): transceiver bind, submit_sm with registered delivery, deliver_sm
-receipts, enquire_link, and a rebind after the SMSC dropped the session."""
+receipts, enquire_link, a rebind after the SMSC dropped the session, and a person's STOP
+arriving as a deliver_sm."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from dataclasses import dataclass, field
 
 import pytest
 import smpp34
+from sqlalchemy import select
 
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.gateways.smpp import SmppGateway
+from consent_ivr.sms.models import SmsInbound
 from consent_ivr.sms.outbox import sms_status
+from consent_ivr.store import chain, lifecycle
 from consent_ivr.store.db import Database
 
-from .conftest import decide, free_port, job_counts, wait_until
+from .conftest import SHORT_TEMPLATES, decide, free_port, job_counts, new_phone, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +82,21 @@ class Smsc:
                 )
             elif isinstance(event, smpp34.Unbound):
                 self.sessions.pop(event.session_id, None)
+
+    async def send_sms(self, sender: str, text: str) -> None:
+        """A person's SMS to us, in UCS-2 from an international number."""
+        [esme] = self.sessions.values()
+        await esme.deliver_sm(
+            "12345",
+            text.encode("utf-16-be"),
+            source_addr=sender.lstrip("+"),
+            source_addr_ton=1,
+            source_addr_npi=1,
+            data_coding=8,
+        )
+
+    def texts_to(self, phone: str) -> list[str]:
+        return [text for dest, text, _ in self.submits if dest == phone.lstrip("+")]
 
 
 class Link:
@@ -185,3 +204,30 @@ async def test_missing_password_variable_stops_the_worker(
     sms = SmsConfig.model_validate({"gateway": "smpp", "lease_s": 30})
     with pytest.raises(GatewaySetupError, match="CONSENT_IVR_SMPP_PASSWORD"):
         await asyncio.wait_for(run_worker(sqlite_db, sms, asyncio.Event()), 5)
+
+
+async def test_stop_over_smpp_withdraws_and_confirms_once(
+    sqlite_db: Database, smsc: Smsc, start_worker
+):
+    sms = smpp_config(smsc.port, templates=SHORT_TEMPLATES)
+    phone = new_phone()
+    [record_id] = decide(sqlite_db, sms, phone=phone)
+    gateway = SmppGateway(sms.smpp, sender=sms.sender)
+    worker = start_worker(sqlite_db, sms, gateway=gateway)
+    await wait_until(lambda: job_counts(sqlite_db) == {"delivered": 1}, 15, "the consent's SMS")
+
+    await smsc.send_sms(phone, "Стоп")
+    withdrawn = f"withdrawn {record_id}"
+    await wait_until(lambda: withdrawn in smsc.texts_to(phone), 15, "the confirmation")
+    await wait_until(lambda: job_counts(sqlite_db) == {"delivered": 2}, 15, "its receipt")
+    await asyncio.sleep(0.5)  # a duplicate would show by now
+    await worker.close()
+
+    assert smsc.texts_to(phone) == [f"granted {record_id}", withdrawn]
+    with sqlite_db.session() as session:
+        [row] = session.scalars(select(SmsInbound)).all()  # receipts are not inbound SMS
+        state = lifecycle.states(session, phone)["marketing-calls"]
+        [event] = [e.data for e in chain.events_of(session, record_id) if e.kind == "withdrawn"]
+    assert (row.gateway, row.sender, row.text, row.action) == ("smpp", phone, "Стоп", "withdrawn")
+    assert (state.state, state.channel) == ("withdrawn", "sms")
+    assert event["via_sms"] == row.id

@@ -1,4 +1,5 @@
-"""Pure parts: encoding and parts, templates, phone numbers, backoff, config validation."""
+"""Pure parts: encoding and parts, templates, phone numbers, backoff, config validation, stop
+words, and texts that may only promise a reply channel that works."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import pytest
 from pydantic import ValidationError
 
 from consent_ivr import config as app_config
+from consent_ivr.sms import promises, stopwords
 from consent_ivr.sms import templates as tpl
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.encoding import measure
+from consent_ivr.sms.inbound import sender_e164
 from consent_ivr.sms.phones import InvalidPhone, parse_mobile
 from consent_ivr.sms.worker import retry_delay
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.unit
 
@@ -98,12 +103,17 @@ def test_unknown_variable_names_template_and_variable() -> None:
     [
         ({"granted": "{company!r}", "declined": "x", "withdrawn": "y"}, "not a plain variable"),
         ({"granted": "{company", "declined": "x", "withdrawn": "y"}, "malformed braces"),
-        ({"granted": "x", "declined": "y"}, "no text for decision"),
+        ({"stopped": "{company}"}, r"stopped: unknown variable \{company\}"),
     ],
 )
 def test_bad_templates_rejected(texts: dict[str, str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         SmsConfig(templates={"acme": {"ru": texts}})
+
+
+def test_a_language_without_defaults_needs_every_text() -> None:
+    with pytest.raises(ValidationError, match=r"templates\.acme\.de: no text for decision"):
+        SmsConfig(templates={"acme": {"de": {"granted": "x", "declined": "y"}}})
 
 
 def test_config_check_fails_on_unknown_variable(tmp_path: Path) -> None:
@@ -124,6 +134,12 @@ def test_user_templates_keep_the_other_defaults() -> None:
     sms = SmsConfig(templates={"acme": {"en": {d: d for d in tpl.DECISIONS}}})
     assert sms.templates["acme"]["en"]["granted"] == "granted"
     assert "ru" in sms.templates["default"]
+    one = SmsConfig(templates={"default": {"ru": {"granted": "{company}"}}})
+    assert one.templates["default"]["ru"]["granted"] == "{company}"
+    assert (
+        one.templates["default"]["ru"]["stopped"]
+        == tpl.default_templates()["default"]["ru"]["stopped"]
+    )
 
 
 def test_no_password_keys_and_lease_longer_than_a_send() -> None:
@@ -140,3 +156,130 @@ def test_backoff_grows_with_jitter_and_is_capped() -> None:
     assert 1 <= delays[0] <= 2 and 4 <= delays[2] <= 8
     assert all(15 <= d <= 30 for d in delays[4:])
     assert len({round(retry_delay(3, sms, rng), 6) for _ in range(20)}) > 1
+
+
+@pytest.mark.parametrize(
+    ("text", "stop"),
+    [
+        ("STOP", True),
+        ("  stop. ", True),
+        ("Стоп!", True),
+        ("отписаться", True),
+        ("S T O P", True),
+        ("stop calling me", False),
+        ("", False),
+        ("...", False),
+        ("стопка", False),
+    ],
+)
+def test_stop_word_is_the_whole_text_case_spaces_and_punctuation_ignored(
+    text: str, stop: bool
+) -> None:
+    assert stopwords.is_stop(text, SmsConfig().inbound.stop_words) is stop
+
+
+def test_a_promise_names_a_stop_word_in_capitals() -> None:
+    words = SmsConfig().inbound.stop_words
+    assert stopwords.promised("Reply STOP to opt out", words) == "STOP"
+    assert stopwords.promised("ответьте СТОП", words) == "СТОП"
+    assert stopwords.promised("processing for this purpose has stopped", words) is None
+    assert stopwords.promised("we stop calling", words) is None
+    assert stopwords.promised("{how_to_withdraw}", words) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "e164"),
+    [
+        ("79001234567", None, "+79001234567"),
+        ("+79001234567", None, "+79001234567"),
+        ("4915112345678", "RU", "+4915112345678"),
+        ("89001234567", "RU", "+79001234567"),
+        ("89001234567", None, None),
+        ("MEGAFON", "RU", None),
+    ],
+)
+def test_inbound_sender_in_e164(raw: str, region: str | None, e164: str | None) -> None:
+    assert sender_e164(raw, region) == e164
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    file = tmp_path / "config.yaml"
+    file.write_text(text, encoding="utf-8")
+    return file
+
+
+def test_shipped_and_embedded_defaults_promise_nothing_they_cannot_keep() -> None:
+    for conf in (app_config.load(REPO / "config.yaml", env={}), app_config.Config()):
+        assert promises.reply_problems(conf)  # the log gateway, an alphanumeric sender
+        assert not promises.channels(conf).replies
+        promises.check(conf)
+
+
+def test_config_check_refuses_a_template_promising_stop_to_an_alphanumeric_sender(
+    tmp_path: Path,
+) -> None:
+    file = write_config(
+        tmp_path,
+        "sms:\n  gateway: smpp\n  sender: ACME\n  templates:\n    default:\n      ru:\n"
+        "        granted: '{company}: согласие записано. Ответьте СТОП, чтобы отозвать.'\n",
+    )
+    with pytest.raises(app_config.ConfigError) as e:
+        app_config.load(file, env={})
+    message = str(e.value)
+    assert "sms.templates.default.ru.granted tells people to reply СТОП" in message
+    assert "'ACME' (sms.sender) is not a number" in message
+    assert "{how_to_withdraw}" in message
+    numeric = write_config(tmp_path, file.read_text().replace("ACME", "'79001234567'"))
+    app_config.load(numeric, env={})  # a number people can reply to: the promise is kept
+
+
+def test_config_check_refuses_a_purpose_promising_stop_with_the_log_gateway(
+    tmp_path: Path,
+) -> None:
+    shipped = (REPO / "config.yaml").read_text(encoding="utf-8")
+    text = shipped.replace(
+        "en: call the number you called and choose it in the menu",
+        "en: reply STOP to our text message",
+    )
+    assert text != shipped
+    with pytest.raises(
+        app_config.ConfigError,
+        match=r"purposes\.marketing-calls\.withdrawal\.en tells people to reply STOP.*log gateway",
+    ):
+        app_config.load(write_config(tmp_path, text), env={})
+
+
+def test_kannel_replies_need_the_http_server_and_the_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sms = {"gateway": "kannel", "sender": "12345"}
+    monkeypatch.delenv("CONSENT_IVR_SMS_INBOUND_TOKEN", raising=False)
+    conf = app_config.Config.model_validate({"sms": sms})
+    assert promises.reply_problems(conf) == []
+    assert not promises.channels(conf).replies  # the route is not mounted without its token
+    monkeypatch.setenv("CONSENT_IVR_SMS_INBOUND_TOKEN", "secret")
+    assert promises.channels(conf).replies
+    off = app_config.Config.model_validate({"sms": sms, "http": {"enabled": False}})
+    assert any("http.enabled" in p for p in promises.reply_problems(off))
+    assert not promises.channels(off).replies
+
+
+def test_channels_say_how_to_withdraw() -> None:
+    sms = SmsConfig()
+    replies = promises.Channels(True, {"acme": "+74951234567"})
+    call = promises.Channels(False, {"acme": "+74951234567"})
+    assert replies.how_to_withdraw(sms, "acme", "en", "x") == "reply STOP to this message"
+    assert call.how_to_withdraw(sms, "acme", "en", "x") == "call +74951234567"
+    assert call.how_to_withdraw(sms, "other", "en", "the purpose's own") == "the purpose's own"
+    assert replies.how_to_withdraw(sms, "acme", "de", "the purpose's own") == "the purpose's own"
+
+
+def test_the_reply_hint_must_name_a_stop_word() -> None:
+    with pytest.raises(ValidationError, match=r"how_to_withdraw\.en\.reply .* names none"):
+        SmsConfig.model_validate(
+            {"how_to_withdraw": {"en": {"reply": "reply END", "call": "call {phone_number}"}}}
+        )
+    with pytest.raises(ValidationError, match=r"phone_number"):
+        SmsConfig.model_validate(
+            {"how_to_withdraw": {"en": {"reply": "reply STOP", "call": "call {number}"}}}
+        )

@@ -14,7 +14,14 @@ import signal
 import sys
 
 from consent_ivr.sms.config import SmsConfig
-from consent_ivr.sms.gateways import Accepted, Gateway, Lookup, Outgoing, ReportSink
+from consent_ivr.sms.gateways import (
+    Accepted,
+    Gateway,
+    InboundSink,
+    Lookup,
+    Outgoing,
+    ReportSink,
+)
 from consent_ivr.sms.worker import make_gateway, run_worker
 from consent_ivr.store.db import Database
 
@@ -22,10 +29,10 @@ from consent_ivr.store.db import Database
 class CrashAfterSend:
     def __init__(self, inner: Gateway, after: int) -> None:
         self.inner, self.after, self.count = inner, after, 0
-        self.name = inner.name
+        self.name, self.delivers = inner.name, inner.delivers
 
-    async def start(self, reports: ReportSink) -> None:
-        await self.inner.start(reports)
+    async def start(self, reports: ReportSink, inbound: InboundSink | None = None) -> None:
+        await self.inner.start(reports, inbound)
 
     async def send(self, sms: Outgoing) -> Accepted:
         accepted = await self.inner.send(sms)

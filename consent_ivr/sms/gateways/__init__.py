@@ -3,7 +3,9 @@
 A send ends in one of four ways, and the worker treats each differently:
 accepted (record it), transient failure (retry later), permanent failure (never retry) and in
 doubt (the request may have reached the gateway but its answer was lost: ask before resending).
-Delivery reports arrive later and on their own, through the ``ReportSink`` given to ``start``.
+Delivery reports arrive later and on their own, through the ``ReportSink`` given to ``start``;
+so do the SMS people send us, through the ``InboundSink``, from a gateway that receives them
+over its own connection (SMPP; Kannel calls the service's HTTP route instead).
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ class Outgoing:
     text: str
     encoding: str  # "gsm7" | "ucs2"
     segments: int
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An SMS a person sent us, as the gateway gave it."""
+
+    gateway: str
+    sender: str  # as received: E.164, digits, or a name
+    recipient: str
+    text: str
+    message_id: str | None = None  # the gateway's id, when it gives one
 
 
 @dataclass(frozen=True)
@@ -68,12 +81,16 @@ class GatewaySetupError(Exception):
 
 
 ReportSink = Callable[[DeliveryReport], Awaitable[None]]
+InboundSink = Callable[[Incoming], Awaitable[None]]
 
 
 class Gateway(Protocol):
     name: str
+    # False for a gateway that only writes messages down (the log gateway): its jobs end
+    # `logged`, since nobody received them.
+    delivers: bool
 
-    async def start(self, reports: ReportSink) -> None: ...
+    async def start(self, reports: ReportSink, inbound: InboundSink | None = None) -> None: ...
 
     async def send(self, sms: Outgoing) -> Accepted: ...
 

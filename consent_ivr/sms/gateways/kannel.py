@@ -20,6 +20,7 @@ from consent_ivr.sms.gateways import (
     Accepted,
     DeliveryReport,
     GatewaySetupError,
+    InboundSink,
     InDoubtError,
     Lookup,
     Outgoing,
@@ -72,6 +73,7 @@ def _stored_text(data: str, flags: str) -> str | None:
 
 class KannelGateway:
     name = "kannel"
+    delivers = True
 
     def __init__(self, config: KannelConfig, *, sender: str, dlr_url: str) -> None:
         self.config = config
@@ -81,8 +83,8 @@ class KannelGateway:
         self._admin_password = ""
         self._http: aiohttp.ClientSession | None = None
 
-    async def start(self, reports: ReportSink) -> None:
-        # Reports come through the HTTP route (consent_ivr.sms.http), not through this object.
+    async def start(self, reports: ReportSink, inbound: InboundSink | None = None) -> None:
+        # Reports and inbound SMS come through HTTP routes (consent_ivr.sms.http), not here.
         password = os.environ.get(self.config.password_env)
         if password is None:
             raise GatewaySetupError(

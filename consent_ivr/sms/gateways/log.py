@@ -1,7 +1,8 @@
-"""The default gateway: prints each SMS and appends it to a JSONL file, "delivered" at once.
+"""The default gateway: prints each SMS and appends it to a JSONL file.
 
 It lets the first run of the service show the exact confirmation text without any SMS
-provider, and keeps the same job lifecycle (sent, then a delivery report) as a real gateway.
+provider. Its jobs end `logged`, never `delivered`: nobody received them, and the record must
+not say otherwise. It receives no SMS, so texts sent through it never promise a reply.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from consent_ivr.phone import mask
-from consent_ivr.sms.gateways import Accepted, DeliveryReport, Lookup, Outgoing, ReportSink
+from consent_ivr.sms.gateways import Accepted, InboundSink, Lookup, Outgoing, ReportSink
 
 
 class LogGateway:
     name = "log"
+    delivers = False
 
     def __init__(self, file: Path, *, echo: bool = True) -> None:
         self.file = file
         self.echo = echo
-        self._reports: ReportSink | None = None
         self._lock = asyncio.Lock()
 
-    async def start(self, reports: ReportSink) -> None:
-        self._reports = reports
+    async def start(self, reports: ReportSink, inbound: InboundSink | None = None) -> None:
         await asyncio.to_thread(self.file.parent.mkdir, parents=True, exist_ok=True)
 
     def _append(self, line: str) -> None:
@@ -50,10 +50,6 @@ class LogGateway:
             print(
                 f"SMS to {mask(sms.phone)} [{sms.job_id}]: {sms.text}", file=sys.stdout, flush=True
             )
-        if self._reports is not None:
-            await self._reports(
-                DeliveryReport("delivered", "log", job_id=sms.job_id, message_id=message_id)
-            )
         return Accepted(message_id)
 
     def _contains(self, job_id: str) -> bool:
@@ -73,4 +69,4 @@ class LogGateway:
         return Lookup.ACCEPTED if found else Lookup.ABSENT
 
     async def close(self) -> None:
-        self._reports = None
+        return None

@@ -3,8 +3,9 @@
 aiosmpplib keeps the session: bind, enquire_link on a timer, rebind with backoff after a drop.
 This module turns its callbacks into the gateway contract: a submit_sm_resp resolves the send
 of the job whose id travels as the message's ``log_id``; a deliver_sm receipt becomes a
-delivery report matched by the SMSC's message id. SMPP has no field an SMSC keeps for a
-client's own key, so a send whose answer was lost stays in doubt (see Worker).
+delivery report matched by the SMSC's message id, and any other deliver_sm is an SMS a person
+sent us, handed to the inbound sink. SMPP has no field an SMSC keeps for a client's own key,
+so a send whose answer was lost stays in doubt (see Worker).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -33,11 +35,14 @@ from aiosmpplib import (
 )
 from aiosmpplib.broker import SimpleBroker
 
+from consent_ivr.phone import mask
 from consent_ivr.sms.config import SmppConfig
 from consent_ivr.sms.gateways import (
     Accepted,
     DeliveryReport,
     GatewaySetupError,
+    InboundSink,
+    Incoming,
     InDoubtError,
     Lookup,
     Outgoing,
@@ -97,8 +102,16 @@ class _Hook(AbstractHook):
             self.gateway._failed(smpp_message, error)
 
 
+def _address(number: PhoneNumber) -> str:
+    """An SMPP address as text: an international number gets its +."""
+    if number.ton == TON.INTERNATIONAL and number.number.isdigit():
+        return "+" + number.number
+    return number.number
+
+
 class SmppGateway:
     name = "smpp"
+    delivers = True
 
     def __init__(self, config: SmppConfig, *, sender: str) -> None:
         self.config = config
@@ -109,16 +122,18 @@ class SmppGateway:
         # message id -> job id: a receipt may overtake the worker's write of the message id.
         self._jobs: OrderedDict[str, str] = OrderedDict()
         self._reports: ReportSink | None = None
-        self._report_tasks: set[asyncio.Task[None]] = set()
+        self._inbound: InboundSink | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # reports and inbound SMS being stored
         self.receipts = 0
 
-    async def start(self, reports: ReportSink) -> None:
+    async def start(self, reports: ReportSink, inbound: InboundSink | None = None) -> None:
         password = os.environ.get(self.config.password_env)
         if password is None:
             raise GatewaySetupError(
                 f"sms.smpp: set {self.config.password_env} to the bind password"
             )
         self._reports = reports
+        self._inbound = inbound
         self._esme = ESME(
             smsc_host=self.config.host,
             smsc_port=self.config.port,
@@ -195,7 +210,7 @@ class SmppGateway:
 
     def _delivered(self, message: DeliverSm) -> None:
         if not message.is_receipt():
-            log.info("inbound SMS over SMPP ignored (no inbound handling yet)")
+            self._received(message)
             return
         receipt: dict[str, Any] = message.parse_receipt()
         state = str(receipt.get("stat", "UNKNOWN"))
@@ -209,9 +224,24 @@ class SmppGateway:
             detail={"stat": state, "err": str(receipt.get("err", ""))},
         )
         if self._reports is not None:
-            task = asyncio.create_task(self._report(report))
-            self._report_tasks.add(task)
-            task.add_done_callback(self._report_tasks.discard)
+            self._spawn(self._report(report))
+
+    def _received(self, message: DeliverSm) -> None:
+        incoming = Incoming(
+            gateway=self.name,
+            sender=_address(message.source),
+            recipient=_address(message.destination),
+            text=message.short_message or message.message_payload,
+        )
+        if self._inbound is None:
+            log.info("inbound SMS from %s ignored: no inbound handler", mask(incoming.sender))
+            return
+        self._spawn(self._inbound(incoming))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _report(self, report: DeliveryReport) -> None:
         # Some SMSCs send the receipt before the submit_sm_resp that names its message id.
@@ -230,8 +260,8 @@ class SmppGateway:
         return Lookup.UNKNOWN
 
     async def close(self) -> None:
-        if self._report_tasks:
-            await asyncio.wait(self._report_tasks, timeout=self.config.timeout_s)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.config.timeout_s)
         if self._esme is not None and self._runner is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._esme.stop(), self.config.timeout_s)
