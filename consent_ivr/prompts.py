@@ -146,6 +146,15 @@ def render(template: str, variables: dict[str, str], where: str) -> str:
     return " ".join(template.format(**variables).split())
 
 
+def archive_dir(config: Config) -> Path:
+    """Where every prompt audio ever played is kept, by its SHA-256."""
+    return config.prompts.audio_dir.resolve() / ARCHIVE
+
+
+def archived_path(archive: Path, sha256: str) -> Path:
+    return archive / f"{sha256}.wav"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -160,7 +169,7 @@ class Catalog:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.audio_dir = config.prompts.audio_dir.resolve()
-        self.archive_dir = self.audio_dir / ARCHIVE
+        self.archive_dir = archive_dir(config)
         self.recorded_dir = config.prompts.dir / "recorded"
         self.prompts: dict[tuple[str, str, str, str | None], Prompt] = {}
         self.languages: dict[str, dict[str, Any]] = {}
@@ -217,7 +226,7 @@ class Catalog:
         return "sound:" + str(prompt.path.with_suffix(""))
 
     def archived(self, sha256: str) -> Path:
-        return self.archive_dir / f"{sha256}.wav"
+        return archived_path(self.archive_dir, sha256)
 
     # ---- per-call prompts -----------------------------------------------------------------
 

@@ -44,6 +44,7 @@ from consent_ivr.evidence import checkpoints, checks, keys, verify, views
 from consent_ivr.evidence.checks import Event
 from consent_ivr.evidence.ledger import proof_findings, signature_findings
 from consent_ivr.evidence.report import Finding, Report
+from consent_ivr.prompts import archive_dir
 from consent_ivr.store.chain import canonical
 from consent_ivr.store.db import Database
 from consent_ivr.store.models import Call, ConsentRecord
@@ -127,7 +128,7 @@ def _write(session: Session, config: Config, record_id: str, out: Path) -> Repor
         if path.is_file():
             media["recording"] = f"recording.{stored.data.get('format') or 'wav'}"
             files[media["recording"]] = path
-    archive = verify.prompt_archive(config)
+    archive = archive_dir(config)
     for e in events:
         sha = e.data.get("sha256") if e.kind == "prompt" else None
         if sha and (archive / f"{sha}.wav").is_file():

@@ -26,17 +26,12 @@ from consent_ivr.evidence import checkpoints, checks, keys
 from consent_ivr.evidence.checks import Event
 from consent_ivr.evidence.ledger import Walk, proof_findings, signature_findings
 from consent_ivr.evidence.report import Finding, Report
-from consent_ivr.prompts import ARCHIVE, sha256_file
+from consent_ivr.prompts import archive_dir, archived_path, sha256_file
 from consent_ivr.store.models import Call, Checkpoint, ConsentEvent, ConsentRecord, LedgerHead
 
 CALL_PAGE = 500
 LEDGER_PAGE = 20_000
 EVENT_COLUMNS = tuple(getattr(ConsentEvent, name) for name in Event._fields)
-
-
-def prompt_archive(config: Config) -> Path:
-    """Where prompt audio is kept by SHA-256 (see consent_ivr.prompts)."""
-    return Path(config.prompts.audio_dir).resolve() / ARCHIVE
 
 
 class Files:
@@ -59,7 +54,7 @@ class Files:
     def prompt(self, sha: Any) -> tuple[str, str | None]:
         key = str(sha)
         if key not in self._prompts:
-            path = self.archive / f"{key}.wav"
+            path = archived_path(self.archive, key)
             self._prompts[key] = (str(path), self._hash(path))
         return self._prompts[key]
 
@@ -156,7 +151,7 @@ def verify_record(session: Session, config: Config, record_id: str) -> Report:
     report = Report()
     trusted = keys.trusted(config)
     events = events_of(session, [record_id])[record_id]
-    check(report, record, session.get(Call, record.call_id), events, Files(prompt_archive(config)))
+    check(report, record, session.get(Call, record.call_id), events, Files(archive_dir(config)))
     if not events:
         return report
     cp = covering(session, events[-1].ledger_seq, trusted)
@@ -201,7 +196,7 @@ def verify_all(session: Session, config: Config) -> Report:
     wanted = {cp["ledger_seq"] for cp in cps}
     wanted |= {e["ledger_seq"] for _, e in lines if isinstance(e, dict)}
     at_seq = _ledger(session, report, wanted)
-    _records(session, report, Files(prompt_archive(config)))
+    _records(session, report, Files(archive_dir(config)))
     head = report.counts.get("ledger entries", 0)
     for cp in cps:
         what = f"checkpoint {cp['id']} (ledger entry {cp['ledger_seq']})"
