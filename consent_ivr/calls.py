@@ -104,14 +104,27 @@ class CallPrompts:
 
 
 def active_consents(
-    session: Session, phone: str, purposes: Sequence[str] | None = None
+    session: Session,
+    phone: str,
+    purposes: Sequence[str] | None = None,
+    *,
+    config: Config | None = None,
+    language: str | None = None,
 ) -> list[ActiveConsent]:
-    """The person's active consents as the withdrawal menu names them, in menu order."""
+    """The person's active consents as the withdrawal menu names them, in menu order: each
+    purpose in the call's language when the config has it, else in its record's words."""
+
+    def text(r: Any) -> str:
+        configured = config.purposes.get(r.purpose_id or "") if config else None
+        if configured is not None and language in configured.text:
+            return configured.text[language]
+        return str(r.purpose.get("text", ""))
+
     return [
         ActiveConsent(
             record_id=r.record_id,
             purpose_id=r.purpose_id or "",
-            text=str(r.purpose.get("text", "")),
+            text=text(r),
             given_at=utc(r.status_at or r.started_at),
         )
         for r in lifecycle.active(session, phone, purposes)
@@ -166,7 +179,10 @@ class CallStore:
         assert phone is not None
         with self.db.session() as session:
             # Through the direct entry every active consent may go; else this campaign's.
-            return active_consents(session, phone, None if self.setup.withdraw else self.purposes)
+            wanted = None if self.setup.withdraw else self.purposes
+            return active_consents(
+                session, phone, wanted, config=self.config, language=self.setup.language
+            )
 
     def note(self, kind: str, data: dict[str, Any], at: datetime | None, step: f.Step) -> None:
         self.pending.append(Evidence(at or now(), kind, step.value, data))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import sys
 import uuid
 from typing import Any
@@ -425,27 +426,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     conf = config_of(args)
     name, campaign = conf.campaign(args.campaign)
     language = args.language or campaign.language
+    # A new caller each run (an earlier run's consent would turn the call into a withdrawal).
+    args.phone = args.phone or f"+7900{secrets.randbelow(10**7):07d}"
     built = Catalog(conf).build()
     if built:
         print(f"built {len(built)} prompt(s)", file=sys.stderr)
 
-    async def go() -> list[dict[str, Any]]:
+    async def go() -> list[str]:
         async with running(conf) as svc:
             if args.scenario != "withdraw":
                 return [await _demo_call(svc, args, name, language, args.scenario)]
-            active = await svc.db.run(_demo_active, svc.db, args.phone, list(campaign.purposes))
+            active = await svc.db.run(
+                _demo_active, svc.db, conf, args.phone, list(campaign.purposes), language
+            )
             if not active:
                 await _demo_call(svc, args, name, language, "agree")
-                active = await svc.db.run(_demo_active, svc.db, args.phone, list(campaign.purposes))
+                active = await svc.db.run(
+                    _demo_active, svc.db, conf, args.phone, list(campaign.purposes), language
+                )
             steps = await asyncio.to_thread(
                 _demo_withdrawal_steps, svc.app.catalog, name, language, active
             )
-            withdrawal = await _demo_call(svc, args, name, language, "script", steps)
-            again = await svc.db.run(_demo_view, svc.db, conf, active[0].record_id)
             # The withdrawal call's own record, then the consent it withdrew.
-            return [withdrawal, again]
+            return [
+                await _demo_call(svc, args, name, language, "script", steps),
+                active[0].record_id,
+            ]
 
-    views = asyncio.run(go())
+    record_ids = asyncio.run(go())
+    # Read once the service has stopped: its last checkpoint then covers everything shown.
+    from consent_ivr.store.db import Database
+
+    db = Database(conf.database.url)
+    try:
+        views = [_demo_view(db, conf, record_id) for record_id in record_ids]
+    finally:
+        db.close()
     if args.json:
         print(json.dumps(views if len(views) > 1 else views[0], ensure_ascii=False, indent=2))
     else:
@@ -460,7 +476,7 @@ async def _demo_call(
     language: str,
     scenario: str,
     steps: list[tuple[float, str]] | None = None,
-) -> dict[str, Any]:
+) -> str:
     from consent_ivr.simulate import place_call, script, wait_for_record
 
     channel_id = f"demo-{uuid.uuid4().hex[:12]}"
@@ -479,21 +495,23 @@ async def _demo_call(
         language=language,
         variables=script(steps) if steps else None,
     )
-    record_id = (await wait_for_record(svc.db, channel_id, timeout=180))["record_id"]
+    record_id = str((await wait_for_record(svc.db, channel_id, timeout=180))["record_id"])
     # The SMS goes out when the call ends: give the worker a moment to send it.
     for _ in range(50):
         sms = await svc.db.run(_demo_sms, svc.db, record_id)
         if all(s["status"] not in ("held", "queued", "sending") for s in sms):
             break
         await asyncio.sleep(0.2)
-    return dict(await svc.db.run(_demo_view, svc.db, svc.config, record_id))
+    return record_id
 
 
-def _demo_active(db: Any, phone: str, purposes: list[str]) -> list[Any]:
+def _demo_active(
+    db: Any, conf: cfg.Config, phone: str, purposes: list[str], language: str
+) -> list[Any]:
     from consent_ivr.calls import active_consents
 
     with db.session() as session:
-        return active_consents(session, phone, purposes)
+        return active_consents(session, phone, purposes, config=conf, language=language)
 
 
 def _demo_withdrawal_steps(catalog: Any, campaign: str, language: str, active: list[Any]) -> Any:
@@ -610,7 +628,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="agree, decline, change, silence, wrong, early, hangup-notice, hangup-between, or "
         "withdraw (agree first if needed, then call again and withdraw)",
     )
-    d.add_argument("--phone", default="+79001234567")
+    d.add_argument("--phone", help="the caller's number (default: a new one each run)")
     d.add_argument("--campaign")
     d.add_argument("--language")
     d.add_argument("--json", action="store_true")
