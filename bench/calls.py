@@ -193,6 +193,7 @@ async def run_dialplan(
 async def main_async(args: argparse.Namespace) -> int:
     asterisk(args.asterisk, "install")
     asterisk(args.asterisk, "start")
+    asterisk(args.asterisk, "reload")  # an instance started elsewhere lacks the bench's dialplan
     ari_env = {}
     for line in asterisk(args.asterisk, "env").splitlines():
         k, _, v = line.partition("=")

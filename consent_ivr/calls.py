@@ -162,7 +162,7 @@ class CallStore:
         identified = self.setup.subject.phone is not None
         if identified:
             try:
-                self.active = await self.db.run(self._read_active)
+                self.active = await self.db.read(self._read_active)
             except Exception as e:
                 # Without the database we cannot know; the consent question is the safe path.
                 self.log.error("could not read the caller's active consents: %s", brief(e))
@@ -174,15 +174,14 @@ class CallStore:
         )
         return self.dialogue
 
-    def _read_active(self) -> list[ActiveConsent]:
+    def _read_active(self, session: Session) -> list[ActiveConsent]:
         phone = self.setup.subject.phone
         assert phone is not None
-        with self.db.session() as session:
-            # Through the direct entry every active consent may go; else this campaign's.
-            wanted = None if self.setup.withdraw else self.purposes
-            return active_consents(
-                session, phone, wanted, config=self.config, language=self.setup.language
-            )
+        # Through the direct entry every active consent may go; else this campaign's.
+        wanted = None if self.setup.withdraw else self.purposes
+        return active_consents(
+            session, phone, wanted, config=self.config, language=self.setup.language
+        )
 
     def note(self, kind: str, data: dict[str, Any], at: datetime | None, step: f.Step) -> None:
         self.pending.append(Evidence(at or now(), kind, step.value, data))

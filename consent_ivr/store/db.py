@@ -2,7 +2,9 @@
 
 The service is asyncio; SQLAlchemy runs synchronously in worker threads so that the same models,
 the same Alembic migrations and the same code serve SQLite and PostgreSQL. SQLite gets one
-writer thread (it allows one writer at a time anyway); PostgreSQL gets a small pool.
+writer thread (it allows one writer at a time anyway); PostgreSQL gets a small pool. Reads that
+a caller waits for (who is calling, what did they consent to) have threads of their own, so they
+never queue behind a burst of writes (SQLite's WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         workers = 1 if is_sqlite(self.url) else 4
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db-read")
 
     @property
     def dialect(self) -> str:
@@ -99,6 +102,17 @@ class Database:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
 
+    async def read(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn(session)`` in a reader thread: for reads only, which must not wait for
+        the writers."""
+
+        def work() -> T:
+            with self.session() as session:
+                return fn(session)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, work)
+
     async def transaction(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` inside one transaction, off the event loop."""
 
@@ -109,5 +123,6 @@ class Database:
         return await self.run(work)
 
     def close(self) -> None:
+        self._readers.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         self.engine.dispose()
