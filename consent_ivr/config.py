@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from consent_ivr import durations
+from consent_ivr.dialing.config import Dialing
 from consent_ivr.flow import MENU_SIZE, Rules
 from consent_ivr.sms.config import SmsConfig
 
@@ -179,6 +180,7 @@ class Campaign(_Model):
     controller: Controller
     purposes: tuple[str, ...] = Field(min_length=1)
     keys: Keys = Keys()
+    dialing: Dialing = Dialing()
 
     def rules(self, flow: FlowConfig) -> Rules:
         return Rules(

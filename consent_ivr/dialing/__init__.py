@@ -1,0 +1,1 @@
+"""Outbound consent calls: one call, campaigns, and the originate paths (ARI, AMI)."""
