@@ -24,7 +24,7 @@ from consent_ivr.phone import mask
 from consent_ivr.sms import inbound, jobs
 from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.gateways import Incoming
-from consent_ivr.sms.gateways.kannel import dlr_report
+from consent_ivr.sms.gateways.kannel import dlr_report, dlr_secret, dlr_signature
 from consent_ivr.sms.promises import Channels
 from consent_ivr.store.db import Database
 
@@ -32,10 +32,26 @@ log = logging.getLogger(__name__)
 
 
 def routes(db: Database, sms: SmsConfig) -> list[web.RouteDef]:
+    """The delivery-report route: only with Kannel (the other gateways report otherwise), and
+    only reports signed for their job (see consent_ivr.sms.gateways.kannel.dlr_signature)."""
+    if sms.gateway != "kannel":
+        return []
+    secret = dlr_secret(sms.kannel)
+    if secret is None:
+        log.warning(
+            "delivery reports not accepted: set %s (the sendsms password signs them)",
+            sms.kannel.password_env,
+        )
+        return []
+
     async def delivery_report(request: web.Request) -> web.Response:
         report = dlr_report(dict(request.query))
-        if report is None:
+        if report is None or report.job_id is None:
             return web.Response(status=400, text="expected job and type parameters\n")
+        expected = dlr_signature(secret, report.job_id)
+        if not hmac.compare_digest(request.query.get("sig", "").encode(), expected.encode()):
+            log.warning("delivery report for job %s refused: not signed for it", report.job_id)
+            return web.Response(status=403, text="not signed\n")
         try:
             job_id = await db.transaction(partial(jobs.apply_report, report=report, now=now()))
         except Exception:

@@ -240,6 +240,14 @@ def apply_report(session: Session, report: DeliveryReport, *, now: datetime) -> 
     job = session.scalars(query.limit(1)).first()
     if job is None:
         return None
+    replayed = session.scalar(
+        select(SmsDeliveryReport.id).where(
+            SmsDeliveryReport.job_id == job.id,
+            SmsDeliveryReport.gateway_status == report.gateway_status,
+        )
+    )
+    if replayed is not None:
+        return job.id  # the same report again (a retry or a replay): kept once
     session.add(
         SmsDeliveryReport(
             job_id=job.id,
@@ -258,7 +266,7 @@ def apply_report(session: Session, report: DeliveryReport, *, now: datetime) -> 
     }
     _evidence(session, job.record_ids, now, "sms_report", data)
     if job.status in FINAL:
-        return job.id
+        return job.id  # stored, but nothing changes a final job
     if report.message_id and not job.message_id:
         job.message_id = report.message_id
     if job.sent_at is None:

@@ -62,14 +62,16 @@ async def test_worker_steps_join_every_record_of_the_sms(database: Database, tmp
         assert chain_ok(database, record_id)
 
 
-def test_a_report_for_a_final_job_is_stored_and_changes_nothing(database: Database) -> None:
+def test_a_report_for_a_final_job_is_stored_once_and_changes_nothing(database: Database) -> None:
+    """A late report (Kannel's "accepted" after "delivered") is kept; the same one again (a
+    retry, or a replay of a signed URL) is not stored twice."""
     [record_id] = decide(database, SmsConfig())
     with database.session() as session:
         job_id = session.scalars(select(SmsJob.id)).one()
         jobs.mark_sent(session, job_id, gateway="kannel", message_id=None, now=now())
     delivered = DeliveryReport("delivered", "kannel:1", job_id=job_id, message_id="smsc-7")
     late = DeliveryReport("failed", "kannel:16", job_id=job_id, message_id="smsc-8")
-    for report in (delivered, late):
+    for report in (delivered, late, late, delivered):
         with database.session() as session:
             assert jobs.apply_report(session, report, now=now()) == job_id
     with database.session() as session:

@@ -7,8 +7,11 @@ how a job is recognised as sent even when the worker that sent it died before re
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
+import re
 import xml.etree.ElementTree as ET
 from urllib.parse import unquote_to_bytes
 
@@ -32,7 +35,25 @@ from consent_ivr.sms.gateways import (
 log = logging.getLogger(__name__)
 
 # Kannel's dlr-url escapes: %d report type, %F the SMSC's message id, %A the SMSC's answer.
-DLR_QUERY = "job={job}&type=%d&fid=%F&reply=%A"
+# `sig` proves the report comes from the URL we gave Kannel for this job (see dlr_signature).
+DLR_QUERY = "job={job}&sig={sig}&type=%d&fid=%F&reply=%A"
+_JOB_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def dlr_secret(config: KannelConfig) -> bytes | None:
+    """The key that signs our dlr-urls, derived from the sendsms password (a secret Kannel and
+    every worker already share, and stable across restarts); None when it is not set."""
+    password = os.environ.get(config.password_env)
+    if not password:
+        return None
+    return hmac.new(password.encode(), b"consent-ivr delivery reports", hashlib.sha256).digest()
+
+
+def dlr_signature(secret: bytes, job_id: str) -> str:
+    """Without it a report is refused: anyone who learns a job id (logs, `show`) could
+    otherwise mark an SMS that never went out as delivered."""
+    return hmac.new(secret, job_id.encode(), hashlib.sha256).hexdigest()[:32]
+
 
 # Report types (Kannel's dlr-mask bits) and what they mean for a job.
 DLR_TYPES: dict[str, str] = {
@@ -46,8 +67,8 @@ DLR_TYPES: dict[str, str] = {
 
 def dlr_report(params: dict[str, str]) -> DeliveryReport | None:
     """The report a dlr-url call describes, or None when it is not one of ours."""
-    job, kind = params.get("job"), params.get("type", "")
-    if not job or kind not in DLR_TYPES:
+    job, kind = params.get("job", ""), params.get("type", "")
+    if not _JOB_ID.match(job) or kind not in DLR_TYPES:
         return None
     status = DLR_TYPES[kind]
     return DeliveryReport(
@@ -80,6 +101,7 @@ class KannelGateway:
         self.sender = sender
         self.dlr_url = dlr_url
         self._password = ""
+        self._secret: bytes | None = None
         self._admin_password = ""
         self._http: aiohttp.ClientSession | None = None
 
@@ -91,13 +113,16 @@ class KannelGateway:
                 f"sms.kannel: set {self.config.password_env} to the sendsms-user password"
             )
         self._password = password
+        self._secret = dlr_secret(self.config)
         self._admin_password = os.environ.get(self.config.admin_password_env, "")
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         self._http = aiohttp.ClientSession(timeout=timeout)
 
     def _dlr_url(self, job_id: str) -> str:
         joiner = "&" if "?" in self.dlr_url else "?"
-        return self.dlr_url + joiner + DLR_QUERY.format(job=job_id)
+        assert self._secret is not None, "start() first"
+        sig = dlr_signature(self._secret, job_id)
+        return self.dlr_url + joiner + DLR_QUERY.format(job=job_id, sig=sig)
 
     async def send(self, sms: Outgoing) -> Accepted:
         assert self._http is not None, "start() first"
