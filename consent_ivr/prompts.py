@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from consent_ivr import durations
+from consent_ivr.audio import wav_file_duration
 from consent_ivr.config import Campaign, Config, ConfigError, Purpose
 from consent_ivr.flow import DYNAMIC, PROMPTS, PURPOSE
 
@@ -53,6 +54,7 @@ class Prompt:
     sha256: str | None = None  # of the audio, once it exists
     purpose: str | None = None  # for the `purpose` statement: which purpose it states
     archived: Path | None = None  # the archive's copy, once known: what Asterisk plays
+    duration_s: float | None = None  # of the audio, once known
 
     @property
     def path(self) -> Path:
@@ -292,6 +294,7 @@ class Catalog:
             built=self.archived(sha),
             sha256=sha,
             archived=self.archived(sha),
+            duration_s=wav_file_duration(self.archived(sha)),
         )
 
     # ---- audio ----------------------------------------------------------------------------
@@ -324,7 +327,12 @@ class Catalog:
             )
         for key, p in self.prompts.items():
             sha = self.archive(p.built)
-            self.prompts[key] = replace(p, sha256=sha, archived=self.archived(sha))
+            self.prompts[key] = replace(
+                p,
+                sha256=sha,
+                archived=self.archived(sha),
+                duration_s=wav_file_duration(self.archived(sha)),
+            )
 
     def build(self, force: bool = False) -> list[Prompt]:
         """Make the audio of every prompt whose text or voice changed; return those built.

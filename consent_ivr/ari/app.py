@@ -17,43 +17,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from consent_ivr.ari.call import CallContext, CallSession
 from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
-from consent_ivr.calls import CallSetup
+from consent_ivr.calls import BadArgs, CallSetup, describe_call, parse_args
 from consent_ivr.config import Config
-from consent_ivr.phone import mask, to_e164
 from consent_ivr.prompts import Catalog
 from consent_ivr.store.db import Database
-from consent_ivr.store.records import DecisionHook, Subject
+from consent_ivr.store.records import DecisionHook
 
 log = logging.getLogger(__name__)
 
-ARG_KEYS = ("campaign", "language", "recording", "called", "withdraw", "phone")
-_SAFE = re.compile(r"^[A-Za-z0-9_.+-]{0,64}$")
-WITHHELD = {"", "anonymous", "unknown", "restricted", "private", "unavailable", "withheld"}
 
-
-class BadArgs(ValueError):
-    """Stasis arguments that cannot describe a call; the message is safe to log."""
-
-
-def parse_args(args: Sequence[str]) -> tuple[str, dict[str, str]]:
-    direction = args[0] if args else "inbound"
-    if direction not in ("inbound", "outbound"):
-        raise BadArgs(f"first argument must be inbound or outbound, got {direction[:20]!r}")
-    pairs: dict[str, str] = {}
-    for arg in args[1:]:
-        key, sep, value = arg.partition("=")
-        if not sep or key not in ARG_KEYS:
-            raise BadArgs(f"expected key=value with key in {ARG_KEYS}, got {key[:20]!r}")
-        if not _SAFE.match(value):
-            raise BadArgs(f"{key}: unexpected characters")
-        pairs[key] = value
-    return direction, pairs
+def mixmonitor_name(channel_id: str) -> str:
+    """The recording dialplan/consent-inbound.conf starts for a channel:
+    consent-${REPLACE(UNIQUEID,.,-)} (a channel's id is its unique id)."""
+    return "consent-" + channel_id.replace(".", "-")
 
 
 class ConsentApp:
@@ -79,6 +60,7 @@ class ConsentApp:
             self.ari, config, db, catalog, tuple(decision_hooks), self.recordings_dir
         )
         self.calls: dict[str, CallSession] = {}
+        self.draining = False
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -87,59 +69,47 @@ class ConsentApp:
         self.ari.on_reconnect = self._resync
         await self.ari.start()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """Let calls in progress finish (bounded), then hang up the rest so that they are
-        stored as ended and no channel is left waiting in Stasis for an app that is gone."""
+    async def stop(self, grace_s: float = 20.0) -> None:
+        """Drain: take no new call, let calls in progress finish (up to `grace_s`), then hang
+        up the rest, so that they are stored as ended (the caller gone, `abandoned`; what was
+        interrupted on our side, `failed`) and no channel is left waiting in Stasis for an app
+        that is gone. A call still not closed after that is cancelled, which closes it too."""
+        self.draining = True
         if self._tasks:
+            log.info("stopping: waiting up to %.0fs for %d call(s)", grace_s, len(self.calls))
             await asyncio.wait(list(self._tasks), timeout=grace_s)
         if self.calls:
             log.warning("stopping: hanging up %d call(s) still in progress", len(self.calls))
             for channel_id in list(self.calls):
                 with contextlib.suppress(AriError):
                     await self.ari.hangup(channel_id)
-            await asyncio.wait(list(self._tasks), timeout=grace_s + 10)
+            closing = self.config.flow.recording_stop_timeout_s + 15
+            await asyncio.wait(list(self._tasks), timeout=closing)
         for task in list(self._tasks):
             task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=15)
         await self.ari.close()
 
     def setup_for(self, event: AriEvent) -> CallSetup:
         """The call described by a StasisStart; BadArgs when it cannot be taken."""
         direction, args = parse_args(list(event.get("args") or []))
-        try:
-            name, campaign = self.config.campaign(args.get("campaign") or None)
-        except KeyError:
-            raise BadArgs(
-                f"unknown campaign {args['campaign']!r} "
-                f"(configured: {', '.join(sorted(self.config.campaigns))})"
-            ) from None
-        language = args.get("language") or campaign.language
-        if language not in campaign.languages:
-            raise BadArgs(f"campaign {name} has no language {language!r}")
         channel = event["channel"]
-        region = self.config.default_region
-        caller = (channel.get("caller") or {}).get("number") or ""
-        exten = (channel.get("dialplan") or {}).get("exten") or ""
-        if direction == "inbound":
-            called = args.get("called") or (exten if exten != "s" else "") or None
-            phone = None
-            if caller.strip().lower() not in WITHHELD:
-                phone = to_e164(caller, region)
-            subject = Subject(phone, "caller-id", caller or None, called)
-        else:
-            raw = args.get("phone") or (channel.get("connected") or {}).get("number") or exten
-            phone = to_e164(raw, region)
-            if phone is None:
-                raise BadArgs(f"outbound call to {mask(raw)}: not a phone number")
-            subject = Subject(phone, "dialled", caller or None, phone)
-        return CallSetup(
-            direction=direction,
-            campaign=name,
-            language=language,
-            subject=subject,
+        recording = args.get("recording") or None
+        if recording is not None and recording != mixmonitor_name(channel["id"]):
+            # Only this channel's own recording: a forged name would have the app fetch (and
+            # delete) another call's recording.
+            raise BadArgs(f"recording {recording[:40]!r} is not this channel's")
+        return describe_call(
+            self.config,
+            direction,
+            args,
+            caller=(channel.get("caller") or {}).get("number") or "",
+            exten=(channel.get("dialplan") or {}).get("exten") or "",
+            connected=(channel.get("connected") or {}).get("number") or "",
             channel_id=channel["id"],
             started_at=event_time(event),
-            recording=args.get("recording") or None,
-            withdraw=args.get("withdraw") == "1",
+            recording=recording,
         )
 
     def _on_stasis_start(self, event: AriEvent) -> None:
@@ -147,6 +117,10 @@ class ConsentApp:
         if args and args[0] == "snoop":
             return
         channel_id = event["channel"]["id"]
+        if self.draining:
+            log.warning("call on channel %s refused: the service is stopping", channel_id)
+            self._spawn(self._refuse(channel_id))
+            return
         try:
             setup = self.setup_for(event)
         except BadArgs as e:

@@ -25,6 +25,13 @@ from consent_ivr.store.records import DecisionHook, RecordingInfo
 log = logging.getLogger(__name__)
 
 HANGUP_EVENTS = ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest")
+# A playback whose end never came counts as played after this many times its length, plus:
+WATCHDOG_FACTOR, WATCHDOG_MARGIN_S = 3.0, 10.0
+
+
+@dataclass(frozen=True)
+class _LostPlayback:
+    play_id: int
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,14 @@ class CallSession:
         self.rules = campaign.rules(ctx.config.flow)
         self.flow = f.ConsentFlow(self.rules)
         self.prompts: CallPrompts | None = None
-        self.queue: asyncio.Queue[AriEvent | f.Event] = asyncio.Queue()
+        self.queue: asyncio.Queue[AriEvent | f.Event | _LostPlayback] = asyncio.Queue()
         self.playbacks: dict[str, tuple[int, str, int | None]] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.recording_state: str | None = None  # started / done / failed / mixmonitor
         self.recording_done = asyncio.Event()
         self.hung_up = False
+        self.interrupted = False
+        self.watchdogs: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.ari.route(self.channel_id, self.queue)
         self.ari.route(self.snoop_id, self.queue)
@@ -77,36 +86,56 @@ class CallSession:
             mask(self.setup.subject.phone),
         )
         try:
-            dialogue = await self.store.prepare()
-            self.flow = f.ConsentFlow(self.rules, dialogue)
-            self.prompts = CallPrompts(
-                self.ctx.catalog, self.setup, dialogue.purposes, self.store.active
-            )
-            self.prompts.prepare()
-            self.store.open()
-            await self._feed(f.CallStarted())
-            while self.flow.step is not f.Step.DONE:
-                item = await self.queue.get()
-                if isinstance(item, dict):
-                    await self._on_ari(item)
-                elif isinstance(item, f.HungUp):
-                    await self._hung_up()
-                elif isinstance(item, f.RecordingFailed) and self.flow.step is not f.Step.RECORDING:
-                    continue  # the watchdog fired after all went well
-                else:
-                    await self._feed(item)
-            await self._finalize()
+            await self._converse()
+        except asyncio.CancelledError:
+            # The service is stopping: whatever happens, the call ends with a closed record.
+            self.log.warning("call %s interrupted: the service is stopping", self.key[:8])
+            await asyncio.shield(asyncio.ensure_future(self._close("the service stopped")))
+            raise
         except Exception:
-            self.log.exception("call handler crashed; hanging up")
-            with contextlib.suppress(AriError):
-                await self.ari.hangup(self.channel_id)
+            self.log.exception("call handler crashed; closing the call")
+            await self._close("the call handler failed")
+        else:
+            await self._finalize()
         finally:
-            for handle in self.timers.values():
+            for handle in [*self.timers.values(), *self.watchdogs.values()]:
                 handle.cancel()
             if self.prompts:
                 self.prompts.close()
             self.ari.unroute(self.channel_id)
             self.ari.unroute(self.snoop_id)
+
+    async def _converse(self) -> None:
+        dialogue = await self.store.prepare()
+        self.flow = f.ConsentFlow(self.rules, dialogue)
+        self.prompts = CallPrompts(
+            self.ctx.catalog, self.setup, dialogue.purposes, self.store.active
+        )
+        self.prompts.prepare()
+        self.store.open()
+        await self._feed(f.CallStarted())
+        while self.flow.step is not f.Step.DONE:
+            item = await self.queue.get()
+            if isinstance(item, dict):
+                await self._on_ari(item)
+            elif isinstance(item, f.HungUp):
+                await self._hung_up()
+            elif isinstance(item, f.RecordingFailed) and self.flow.step is not f.Step.RECORDING:
+                continue  # the watchdog fired after all went well
+            elif isinstance(item, _LostPlayback):
+                await self._lost_playback(item.play_id)
+            else:
+                await self._feed(item)
+
+    async def _close(self, why: str) -> None:
+        """End a call the flow did not finish: what is undecided is our failure, and the
+        record says why."""
+        self.note("call_interrupted", {"reason": why})
+        self.interrupted = True
+        try:
+            await self._finalize()
+        except Exception:
+            self.log.exception("could not close the interrupted call %s", self.key[:8])
 
     async def _feed(self, event: f.Event) -> None:
         before = self.flow.step
@@ -119,7 +148,7 @@ class CallSession:
     def note(self, kind: str, data: dict[str, Any], *, at: Any = None, step: Any = None) -> None:
         self.store.note(kind, data, at, step or self.flow.step)
 
-    def post(self, event: f.Event) -> None:
+    def post(self, event: f.Event | _LostPlayback) -> None:
         self.queue.put_nowait(event)
 
     def _purpose_now(self) -> str | None:
@@ -138,6 +167,16 @@ class CallSession:
     # ---- ARI events -> flow events ---------------------------------------------------------
 
     async def _on_ari(self, ev: AriEvent) -> None:
+        try:
+            await self._translate(ev)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            # Asterisk versions differ in what they send: one malformed event must not end
+            # the call; it is logged (by type only: events carry numbers) and ignored.
+            self.log.warning(
+                "ignored a malformed ARI event %r: %s", str(ev.get("type"))[:40], type(e).__name__
+            )
+
+    async def _translate(self, ev: AriEvent) -> None:
         kind = ev.get("type")
         channel = (ev.get("channel") or {}).get("id")
         if kind == "StasisStart" and channel == self.snoop_id:
@@ -167,6 +206,9 @@ class CallSession:
         elif kind == "PlaybackFinished":
             play = self.playbacks.pop(ev["playback"]["id"], None)
             if play:
+                watchdog = self.watchdogs.pop(play[0], None)
+                if watchdog:
+                    watchdog.cancel()
                 if ev["playback"].get("state") == "failed":
                     self.note("prompt_failed", {"prompt": play[1]})
                     await self._feed(f.PromptFailed(play[0], "playback failed"))
@@ -221,6 +263,9 @@ class CallSession:
             case f.Play(prompt=name, play_id=pid, item=item):
                 await self._play(name, pid, item)
             case f.StopPlayback(play_id=pid):
+                watchdog = self.watchdogs.pop(pid, None)
+                if watchdog:
+                    watchdog.cancel()
                 for pb_id, (known, _, _) in list(self.playbacks.items()):
                     if known == pid:
                         self.playbacks.pop(pb_id)
@@ -296,6 +341,12 @@ class CallSession:
             return
         playback_id = f"{self.key}-{play_id}"
         self.playbacks[playback_id] = (play_id, name, item)
+        # Should Asterisk's PlaybackFinished get lost, the call must not wait forever: long
+        # after the prompt's own length (playback runs late on a loaded Asterisk) it counts
+        # as played.
+        patience = WATCHDOG_FACTOR * (prompt.duration_s or 10.0) + WATCHDOG_MARGIN_S
+        loop = asyncio.get_running_loop()
+        self.watchdogs[play_id] = loop.call_later(patience, self.post, _LostPlayback(play_id))
         try:
             await self.ari.play(self.channel_id, playback_id, self.ctx.catalog.media(prompt))
         except AriError as e:
@@ -305,6 +356,17 @@ class CallSession:
             else:
                 self.log.error("could not play %s: %s", name, e)
                 self.post(f.PromptFailed(play_id, str(e)))
+
+    async def _lost_playback(self, play_id: int) -> None:
+        self.watchdogs.pop(play_id, None)
+        for pb_id, (known, name, _) in list(self.playbacks.items()):
+            if known == play_id:
+                self.playbacks.pop(pb_id)
+                self.log.warning(
+                    "no end of playback %s (%s) from Asterisk: taken as played", pb_id, name
+                )
+                self.note("prompt_lost", {"prompt": name})
+                await self._feed(f.PromptFinished(play_id))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -319,22 +381,33 @@ class CallSession:
         if not self.hung_up:
             with contextlib.suppress(AriError):
                 await self.ari.hangup(self.channel_id)
-        recording = await self._collect_recording()
-        outcomes = tuple(o for o in self.flow.outcomes if o is not None)
+        recording = None
+        try:
+            data = await self._collect_recording()
+            if data is not None:
+                recording = await self._keep_recording(data)
+        except OSError as e:
+            # Disk full, folder not writable: the evidence still goes to the database, with
+            # why the recording is missing; Asterisk keeps its copy.
+            self.log.error("could not store recording %s: %s", self.recording_name, e)
+            self.note("recording_failed", {"name": self.recording_name, "error": str(e)[:200]})
+        # What the flow did not decide (the call was cut short on our side) is our failure.
+        outcomes = tuple(o or f.Outcome.FAILED for o in self.flow.outcomes)
         if await self.store.finish(outcomes, recording):
             self.log.info("call %s ended: %s", self.key[:8], ",".join(o.value for o in outcomes))
+            if recording is not None and not self.ctx.config.recordings.keep_on_asterisk:
+                # Only now: until its row is committed the recording must be fetchable again.
+                with contextlib.suppress(AriError):
+                    await self.ari.delete_stored_recording(self.recording_name)
 
     # ---- recording ----------------------------------------------------------------------------
 
-    async def _collect_recording(self) -> RecordingInfo | None:
+    async def _collect_recording(self) -> bytes | None:
         if self.recording_state is None:
             return None
         timeout = self.ctx.config.flow.recording_stop_timeout_s
         if self.recording_state == "mixmonitor":
-            data = await self._fetch_closed_wav(timeout)
-            if data is None:
-                return None
-            return await self._keep_recording(data)
+            return await self._fetch_closed_wav(timeout)
         if not self.recording_done.is_set():
             # The snoop ends with the channel; ask explicitly if it has not yet.
             with contextlib.suppress(AriError):
@@ -347,11 +420,10 @@ class CallSession:
             )
             return None
         try:
-            data = await self.ari.stored_recording(self.recording_name)
+            return await self.ari.stored_recording(self.recording_name)
         except AriError as e:
             self.log.error("could not download the recording: %s", e)
             return None
-        return await self._keep_recording(data)
 
     async def _fetch_closed_wav(self, timeout: float) -> bytes | None:
         """MixMonitor closes its file a moment after the channel is gone, and only then writes
@@ -375,9 +447,6 @@ class CallSession:
     async def _keep_recording(self, data: bytes) -> RecordingInfo:
         folder = self.ctx.recordings_dir / self.setup.started_at.strftime("%Y/%m/%d")
         saved = await asyncio.to_thread(audio.save, folder, f"{self.key}.wav", data)
-        if not self.ctx.config.recordings.keep_on_asterisk:
-            with contextlib.suppress(AriError):
-                await self.ari.delete_stored_recording(self.recording_name)
         return RecordingInfo(
             path=str(saved.path),
             sha256=saved.sha256,

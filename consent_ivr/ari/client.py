@@ -34,6 +34,14 @@ class AriError(Exception):
         self.status = status
 
 
+def without_credentials(url: str) -> str:
+    """A URL fit for a log line: any user:password@ in it replaced."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
 def event_time(event: AriEvent) -> datetime:
     """The time Asterisk stamped on an event (UTC), or now if it has none."""
     stamp = event.get("timestamp")
@@ -44,15 +52,17 @@ def event_time(event: AriEvent) -> datetime:
 
 
 def event_target(event: AriEvent) -> str | None:
-    """The channel id an event belongs to, for routing."""
+    """The channel id an event belongs to, for routing (None for anything malformed)."""
     for key in ("playback", "recording"):
         obj = event.get(key)
         if obj:
-            uri = obj.get("target_uri", "")
+            uri = obj.get("target_uri") if isinstance(obj, dict) else None
+            if not isinstance(uri, str):
+                return None
             return uri.split(":", 1)[1] if uri.startswith("channel:") else None
     channel = event.get("channel")
-    if channel:
-        return channel.get("id")
+    if isinstance(channel, dict) and isinstance(channel.get("id"), str):
+        return str(channel["id"])
     return None
 
 
@@ -108,7 +118,7 @@ class AriClient:
         params = {"app": self.app, "subscribeAll": "false"}
         ws = await self._session.ws_connect(ws_url, params=params, heartbeat=20)
         self.connected.set()
-        log.info("ARI websocket connected to %s (app %s)", ws_url, self.app)
+        log.info("ARI websocket connected to %s (app %s)", without_credentials(ws_url), self.app)
         return ws
 
     async def _read_forever(self, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -147,6 +157,9 @@ class AriClient:
             return
         if event.get("type") == "StasisStart" and self.on_stasis_start:
             target = event_target(event)
+            if target is None:
+                log.warning("ignored a StasisStart without a channel id")
+                return
             if target not in self._routes:
                 self.on_stasis_start(event)
                 return

@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent_ivr import audio
 from consent_ivr.clock import iso, now
 from consent_ivr.config import Config
 from consent_ivr.evidence import checkpoints, checks, keys, verify, views
@@ -127,7 +128,7 @@ def _write(session: Session, config: Config, record_id: str, out: Path) -> Repor
         path = Path(call.recording_path)
         if path.is_file():
             media["recording"] = f"recording.{stored.data.get('format') or 'wav'}"
-            files[media["recording"]] = path
+            files[media["recording"]] = audio.read(path)  # plain, also if encrypted at rest
     archive = archive_dir(config)
     for e in events:
         sha = e.data.get("sha256") if e.kind == "prompt" else None

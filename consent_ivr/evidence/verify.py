@@ -14,6 +14,7 @@ per thousand records. Each audio file is hashed once however many records name i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from consent_ivr import audio
 from consent_ivr.config import Config
 from consent_ivr.evidence import checkpoints, checks, keys
 from consent_ivr.evidence.checks import Event
@@ -47,8 +49,13 @@ class Files:
         return sha256_file(path) if path.is_file() else None
 
     def sha256(self, path: Path) -> str | None:
+        """A recording's hash: of its plain audio, also when it is encrypted at rest."""
         if path not in self._recordings:
-            self._recordings[path] = self._hash(path)
+            try:
+                plain = audio.read(path) if path.is_file() else None
+            except audio.RecordingKeyError:
+                plain = None
+            self._recordings[path] = hashlib.sha256(plain).hexdigest() if plain else None
         return self._recordings[path]
 
     def prompt(self, sha: Any) -> tuple[str, str | None]:

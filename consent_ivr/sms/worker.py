@@ -302,6 +302,7 @@ async def run_worker(
 
 async def main(config: Any) -> int:
     """``consent-ivr sms-worker``: run until SIGTERM or SIGINT; 2 when the gateway cannot start."""
+    os.umask(0o077)  # the SMS log and anything else it writes: owner-only
     db = Database(config.database.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -61,6 +61,9 @@ class Call(Base):
     recording_duration_s: Mapped[float | None] = mapped_column(Float)
     recording_format: Mapped[str | None] = mapped_column(String(16))
     erased_at: Mapped[datetime | None]
+    # The service instance that took the call (ARI app @ Asterisk id): after a crash each
+    # instance closes only its own calls left open.
+    node: Mapped[str | None] = mapped_column(String(128), index=True)
 
     records: Mapped[list[ConsentRecord]] = relationship(back_populates="call")
 

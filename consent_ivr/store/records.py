@@ -56,6 +56,8 @@ class NewCall:
     started_at: datetime
     subject: Subject
     collection_method: str = "ivr-keypad"
+    node: str | None = None  # which service instance takes the call
+    recording: str | None = None  # the recording's name on Asterisk, once it is started
 
 
 @dataclass(frozen=True)
@@ -95,9 +97,12 @@ class Decided:
 DecisionHook = Callable[[Session, Decided], Iterable[tuple[str, Evidence]]]
 
 
-def facts(record: ConsentRecord, call: Call, subject: Subject, salt: str) -> dict[str, Any]:
+def facts(
+    record: ConsentRecord, call: Call, subject: Subject, salt: str, recording: str | None = None
+) -> dict[str, Any]:
     """The content of a record's first event: everything the record is about."""
     return {
+        "recording": recording,
         "schema_version": record.schema_version,
         "record_kind": record.kind,
         "call_id": call.call_id,
@@ -131,6 +136,7 @@ def open_call(
         campaign=new.campaign,
         language=new.language,
         started_at=utc(new.started_at),
+        node=new.node,
     )
     session.add(call)
     session.flush()
@@ -164,7 +170,9 @@ def open_call(
             (r.record_id, ev)
             for r, salt in opened
             for ev in [
-                Evidence(new.started_at, "requested", None, facts(r, call, subject, salt)),
+                Evidence(
+                    new.started_at, "requested", None, facts(r, call, subject, salt, new.recording)
+                ),
                 *first,
             ]
         ],
