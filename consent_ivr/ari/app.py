@@ -61,13 +61,28 @@ class ConsentApp:
         )
         self.calls: dict[str, CallSession] = {}
         self.draining = False
+        self.node: str | None = None
+        self._replaying: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self.recordings_dir.mkdir(parents=True, exist_ok=True)
+        self.recordings_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.ari.on_stasis_start = self._on_stasis_start
         self.ari.on_reconnect = self._resync
         await self.ari.start()
+        self.node = await recovery.node_of(self.ari, self.config.ari.app)
+        # A crash left calls open, a database outage left calls in the journal: both are
+        # closed in the background while new calls are taken.
+        self._spawn(self._recover())
+        self._replaying = asyncio.ensure_future(
+            recovery.keep_replaying(self.ari, self.db, self.config)
+        )
+
+    async def _recover(self) -> None:
+        try:
+            await recovery.reconcile(self.ari, self.db, self.config, self.node, self.recordings_dir)
+        except Exception:
+            log.exception("could not close the calls an earlier run left open")
 
     async def stop(self, grace_s: float = 20.0) -> None:
         """Drain: take no new call, let calls in progress finish (up to `grace_s`), then hang
@@ -89,6 +104,10 @@ class ConsentApp:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=15)
+        if self._replaying is not None:
+            self._replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replaying
         await self.ari.close()
 
     def setup_for(self, event: AriEvent) -> CallSetup:
