@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from consent_ivr.ari import recovery
 from consent_ivr.ari.call import CallContext, CallSession
 from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
 from consent_ivr.calls import BadArgs, CallSetup, describe_call, parse_args
@@ -119,7 +121,7 @@ class ConsentApp:
             # Only this channel's own recording: a forged name would have the app fetch (and
             # delete) another call's recording.
             raise BadArgs(f"recording {recording[:40]!r} is not this channel's")
-        return describe_call(
+        setup = describe_call(
             self.config,
             direction,
             args,
@@ -130,6 +132,7 @@ class ConsentApp:
             started_at=event_time(event),
             recording=recording,
         )
+        return replace(setup, node=self.node)
 
     def _on_stasis_start(self, event: AriEvent) -> None:
         args = event.get("args") or []
