@@ -81,6 +81,7 @@ class ConsentApp:
         )
 
     async def _recover(self) -> None:
+        assert self.node is not None
         try:
             await recovery.reconcile(self.ari, self.db, self.config, self.node, self.recordings_dir)
         except Exception:
