@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
+import os
 import secrets
+import socket
 import sys
 import uuid
 from typing import Any
 
 from consent_ivr import config as cfg
 from consent_ivr import logs
+from consent_ivr.store.db import DatabaseUnavailable
 
 
 def config_of(args: argparse.Namespace) -> cfg.Config:
@@ -49,7 +53,87 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"config OK: {len(conf.campaigns)} campaign(s), {len(catalog.prompts)} prompts")
     if missing:
         print(f"note: {len(missing)} prompt(s) have no audio yet; run `consent-ivr prompts build`")
+    if not args.connect:
+        return 0
+    sources = cfg.read(args.config)
+    problems = []
+    for probe in (_probe_database, _probe_ari):
+        try:
+            print(probe(conf, sources))
+        except (cfg.ConfigError, DatabaseUnavailable) as e:
+            problems.append(str(e))
+    if problems:
+        raise cfg.ConfigError("\n".join(problems))
     return 0
+
+
+def _probe_database(conf: cfg.Config, sources: cfg.Sources) -> str:
+    from consent_ivr.store.db import check, shown_url
+
+    revision = check(conf.database.url, sources.origin("database.url"))
+    return f"database {shown_url(conf.database.url)}: reachable, migrated to head ({revision})"
+
+
+ARI_TIMEOUT_S = 10.0
+
+
+def _probe_ari(conf: cfg.Config, sources: cfg.Sources) -> str:
+    """GET /ari/asterisk/info with the configured credentials, as the service will."""
+    import aiohttp
+
+    from consent_ivr.config_types import redact
+
+    ari = conf.ari
+    where = f"ARI {ari.url}/ari/asterisk/info ({sources.origin('ari.url')})"
+    password_env = cfg.ENV_PREFIX + "ARI_PASSWORD"
+    if not ari.password:
+        raise cfg.ConfigError(f"{where}: no password: export {password_env}")
+
+    async def get() -> tuple[int, str]:
+        auth = aiohttp.BasicAuth(ari.user, ari.password)
+        timeout = aiohttp.ClientTimeout(total=ARI_TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(f"{ari.url}/ari/asterisk/info", auth=auth) as resp,
+        ):
+            return resp.status, await resp.text()
+
+    try:
+        status, body = asyncio.run(get())
+    except aiohttp.ClientSSLError as e:
+        raise cfg.ConfigError(f"{where}: TLS failed ({redact(str(e))})") from None
+    except aiohttp.ClientConnectorError as e:
+        os_error, code = e.os_error, e.os_error.errno
+        # A name lookup's errno is a resolver code: its own text says it.
+        resolver = isinstance(os_error, socket.gaierror)
+        reason = os.strerror(code) if code and not resolver else os_error.strerror
+        raise cfg.ConfigError(
+            f"{where}: cannot connect ({reason}); check that Asterisk runs and that its HTTP "
+            f"server (http.conf) listens there"
+        ) from None
+    except TimeoutError:
+        raise cfg.ConfigError(f"{where}: no answer within {ARI_TIMEOUT_S:g} s") from None
+    except aiohttp.ClientError as e:
+        raise cfg.ConfigError(f"{where}: {type(e).__name__} ({redact(str(e))})") from None
+    if status == 401:
+        raise cfg.ConfigError(
+            f"{where}: credentials refused: check user {ari.user!r} "
+            f"({sources.origin('ari.user')}) and {password_env} against ari.conf"
+        )
+    if status == 404:
+        raise cfg.ConfigError(
+            f"{where}: no ARI there (HTTP 404): check that res_ari is loaded, ari.conf has "
+            f"enabled = yes, and the URL includes http.conf's prefix if it sets one"
+        )
+    if status != 200:
+        raise cfg.ConfigError(f"{where}: answered HTTP {status}")
+    try:
+        version = json.loads(body)["system"]["version"]
+    except (ValueError, TypeError, KeyError):
+        raise cfg.ConfigError(
+            f"{where}: answered, but not as ARI does: is this Asterisk's HTTP server?"
+        ) from None
+    return f"ARI {ari.url}: Asterisk {version}, user {ari.user!r} accepted"
 
 
 def cmd_prompts_build(args: argparse.Namespace) -> int:
@@ -60,10 +144,21 @@ def cmd_prompts_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def checked_database_url(args: argparse.Namespace) -> str:
+    """The configured database URL, once the database answers and is migrated to head;
+    DatabaseUnavailable (exit 2) names it, where its URL came from and what to do."""
+    from consent_ivr.store.db import check
+
+    url = config_of(args).database.url
+    check(url, cfg.read(args.config).origin("database.url"))
+    return url
+
+
 def with_db(args: argparse.Namespace, fn: Any) -> Any:
+    """``fn(session)`` in one transaction on the configured database."""
     from consent_ivr.store.db import Database
 
-    db = Database(config_of(args).database.url)
+    db = Database(checked_database_url(args))
     try:
         with db.session() as session:
             return fn(session)
@@ -495,7 +590,13 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply migrations").set_defaults(fn=cmd_db_upgrade)
 
     c = sub.add_parser("config", help="configuration").add_subparsers(dest="cc", required=True)
-    c.add_parser("check", help="validate config and prompts").set_defaults(fn=cmd_config_check)
+    cc = c.add_parser("check", help="validate config and prompts")
+    cc.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to the database (migrated to head?) and to ARI (credentials accepted?)",
+    )
+    cc.set_defaults(fn=cmd_config_check)
 
     pr = sub.add_parser("prompts", help="prompt audio").add_subparsers(dest="pc", required=True)
     b = pr.add_parser("build", help="synthesize prompt audio (espeak-ng + sox)")
@@ -570,16 +671,74 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What the long-running commands listen on, as config keys (host, port).
+LISTENS = {"run": ("http.host", "http.port"), "sms-worker": ("sms.dlr.host", "sms.dlr.port")}
+_CANNOT_LISTEN = {
+    errno.EADDRINUSE: "another program listens there: stop it, or choose another port",
+    errno.EADDRNOTAVAIL: "no interface of this machine has that address: choose one that does, "
+    "or 0.0.0.0",
+    errno.EACCES: "ports below 1024 need privileges: choose a port from 1024 up",
+}
+
+
+def _listen_problem(args: argparse.Namespace, e: Exception) -> str | None:
+    """Why a command could not listen, naming the keys and where they came from; None when
+    ``e`` is not about listening."""
+    if not isinstance(e, OSError):
+        return None
+    keys, code = LISTENS.get(args.command), e.errno
+    # asyncio says "error while attempting to bind on address ...": a file error is not this.
+    if keys is None or code is None or code not in _CANNOT_LISTEN or "bind" not in str(e):
+        return None
+    conf, sources = config_of(args), cfg.read(args.config)
+    host, port = (_value(conf, key) for key in keys)
+    origins = "; ".join(sources.origin(key) for key in keys)
+    return (
+        f"cannot listen on {host}:{port} ({origins}): {os.strerror(code).lower()}; "
+        f"{_CANNOT_LISTEN[code]}"
+    )
+
+
+def _value(conf: cfg.Config, key: str) -> Any:
+    value: Any = conf
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _database_problem(args: argparse.Namespace, e: Exception) -> str | None:
+    """Why a command that opened the database itself failed, when the database is the cause
+    (unreachable, not migrated); None when ``e`` is no database error, or the database answers
+    and is migrated."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(e, DBAPIError | CommandError):
+        return None
+    try:
+        checked_database_url(args)
+    except (cfg.ConfigError, DatabaseUnavailable) as cause:
+        return str(cause)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A problem a person can fix (config, database, a port in use) is one
+    message and exit 2; anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level)
     try:
         return int(args.fn(args))
-    except cfg.ConfigError as e:
-        print(f"consent-ivr: {e}", file=sys.stderr)
-        return 2
+    except (cfg.ConfigError, DatabaseUnavailable) as e:
+        problem: str | None = str(e)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        problem = _database_problem(args, e) or _listen_problem(args, e)
+        if problem is None:
+            raise
+    print(f"consent-ivr: {problem}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

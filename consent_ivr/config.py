@@ -1,5 +1,9 @@
 """The one config loader: `config.yaml` validated at start, environment overrides, clear errors.
 
+Every error names where its value came from (`Sources`): the file and key, or the environment
+variable; then the value (never a secret) and what was expected. A file value that an
+environment variable overrides is still checked: it comes back when the variable is unset.
+
 Every key has a default, so the service runs with no file at all (SQLite file, local folders,
 an Asterisk on 127.0.0.1). Secrets are never read from the file: only from the environment.
 """
@@ -7,16 +11,31 @@ an Asterisk on 127.0.0.1). Secrets are never read from the file: only from the e
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from consent_ivr import durations
+from consent_ivr.api.config import ApiConfig
+from consent_ivr.config_types import (
+    CREDENTIALS_IN_URL,
+    FilePath,
+    Host,
+    HttpUrl,
+    Region,
+    check_http_url,
+    redact,
+    shown,
+)
 from consent_ivr.dialing.config import Dialing
 from consent_ivr.flow import MENU_SIZE, Rules
 from consent_ivr.sms.config import SmsConfig
+from consent_ivr.store.db import check_url
 
 ENV_PREFIX = "CONSENT_IVR_"
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -28,45 +47,62 @@ class ConfigError(Exception):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are no timeout, interval or size a person means.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class AriConfig(_Model):
     url: str = "http://127.0.0.1:8088"
-    user: str = "consent-ivr"
+    user: str = Field(default="consent-ivr", min_length=1)
     password: str = Field(default="", repr=False, exclude=True)
-    app: str = "consent-ivr"
+    app: str = Field(default="consent-ivr", min_length=1)
     reconnect_max_s: float = Field(default=10.0, gt=0)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("expected an http:// or https:// URL of Asterisk's HTTP server")
-        return v.rstrip("/")
+        try:
+            check_http_url(v)
+        except ValueError as e:
+            if str(e) == CREDENTIALS_IN_URL:
+                # The client sends its own Authorization header: aiohttp refuses both.
+                raise ValueError(
+                    f"a user or password inside the URL is not allowed: set ari.user (or "
+                    f"{ENV_PREFIX}ARI_USER) and {ENV_PREFIX}ARI_PASSWORD instead"
+                ) from None
+            raise ValueError(f"{e} (Asterisk's HTTP server, e.g. http://127.0.0.1:8088)") from None
+        v = v.rstrip("/")
+        if v.endswith("/ari"):
+            raise ValueError("expected the URL without /ari at the end: the client adds it")
+        return v
 
 
 class DatabaseConfig(_Model):
     url: str = "sqlite:///var/consent-ivr.db"
 
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, v: str) -> str:
+        return check_url(v)
+
 
 class RecordingsConfig(_Model):
-    dir: Path = Path("var/recordings")
+    dir: FilePath = Path("var/recordings")
     # Keep Asterisk's copy after it has been downloaded and hashed (debugging only).
     keep_on_asterisk: bool = False
 
 
 class PromptsConfig(_Model):
-    dir: Path = ROOT / "prompts"
-    audio_dir: Path = Path("var/prompts")
+    dir: FilePath = ROOT / "prompts"
+    audio_dir: FilePath = Path("var/prompts")
     # Where Asterisk fetches prompts when it does not share this filesystem, e.g.
     # "http://10.0.0.5:8090/prompts": playback then uses Asterisk's HTTP media cache.
-    media_url: str | None = None
+    media_url: HttpUrl | None = None
     voice: dict[str, str] = Field(default_factory=lambda: {"ru": "ru", "en": "en-us"})
 
 
 class HttpConfig(_Model):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
     enabled: bool = True
 
@@ -242,7 +278,7 @@ class EvidenceConfig(_Model):
 
     # Each signed checkpoint is also appended here: keep it on other storage than the database
     # (or ship it elsewhere), so a rewritten database is caught even by someone with the key.
-    checkpoints: Path = Path("var/checkpoints.jsonl")
+    checkpoints: FilePath = Path("var/checkpoints.jsonl")
     checkpoint_interval_s: float = Field(default=60.0, gt=0)
     # Ed25519 public keys (base64) whose checkpoint signatures verify: the current one first,
     # then retired ones. The private key comes only from the environment (signing_key_env).
@@ -261,11 +297,12 @@ class Config(_Model):
     http: HttpConfig = HttpConfig()
     flow: FlowConfig = FlowConfig()
     evidence: EvidenceConfig = EvidenceConfig()
-    default_region: str = "RU"
+    default_region: Region = "RU"
     default_campaign: str = "default"
     purposes: dict[str, Purpose] = Field(default_factory=_default_purposes)
     campaigns: dict[str, Campaign] = Field(default_factory=_default_campaigns)
     sms: SmsConfig = SmsConfig()
+    api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:
@@ -317,32 +354,75 @@ ENV_OVERRIDES: dict[str, tuple[str, str]] = {
     "HTTP_PORT": ("http", "port"),
     "PROMPTS_MEDIA_URL": ("prompts", "media_url"),
 }
+# Keys whose value no message shows, wherever it came from.
+SECRET_KEYS = frozenset({"ari.password"})
 
 
-def _format_error(source: str, err: ValidationError, data: dict[str, Any]) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling; see config.yaml for the known keys)"
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"  {loc}: {msg}{shown}")
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class Sources:
+    """Where the values of a config come from: the file read (None: embedded defaults), what
+    it holds, and the environment variables that override its keys."""
+
+    file: Path | None
+    data: dict[str, Any]
+    overrides: dict[str, tuple[str, str]]  # dotted key -> (variable, its value)
+
+    @property
+    def name(self) -> str:
+        return str(self.file) if self.file else "embedded defaults"
+
+    def origin(self, key: str) -> str:
+        """Where the dotted ``key`` comes from, as messages name it: the environment variable,
+        the file and key, or the default."""
+        if key in self.overrides:
+            return self.overrides[key][0]
+        node: Any = self.data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return f"the default of {key}"
+            node = node[part]
+        return f"{self.file}: {key}"
+
+    def merged(self) -> dict[str, Any]:
+        data = {k: dict(v) if isinstance(v, dict) else v for k, v in self.data.items()}
+        for key, (_, value) in self.overrides.items():
+            section, name = key.split(".")
+            data.setdefault(section, {})[name] = value
+        return data
 
 
-def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
-    """Load and validate the config; raise ConfigError naming the file, key and value."""
+# libyaml's loader when PyYAML was built with it: the same safe subset, ten times faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """What the parser says and where, without the line it quotes (it may hold a secret)."""
+    if not isinstance(e, yaml.MarkedYAMLError):
+        return "cannot parse"
+    parts = []
+    for text, mark in ((e.context, e.context_mark), (e.problem, e.problem_mark)):
+        if text:
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            parts.append(text + where)
+    return "; ".join(parts) or "cannot parse"
+
+
+def read(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Sources:
+    """The config file and the environment overrides, not yet validated: ConfigError when the
+    file cannot be read as a mapping of sections, or holds a secret."""
     env = dict(os.environ if env is None else env)
     explicit = path or env.get(ENV_PREFIX + "CONFIG")
     file = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
     data: dict[str, Any] = {}
     if file.exists():
         try:
-            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+            loaded = yaml.load(file.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{file}: not valid YAML: {e}") from e
+            raise ConfigError(f"{file}: not valid YAML: {_yaml_problem(e)}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file}: not UTF-8 text") from None
+        except OSError as e:
+            raise ConfigError(f"{file}: cannot read it: {e.strerror}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{file}: expected a mapping of keys at the top level")
         data = loaded or {}
@@ -351,23 +431,92 @@ def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None 
     source = str(file) if file.exists() else "embedded defaults"
     # A section whose keys are all commented out reads as null: it means "all defaults".
     data = {k: ({} if v is None else v) for k, v in data.items()}
-    for section in {section for section, _ in ENV_OVERRIDES.values()}:
+    for section in sorted({section for section, _ in ENV_OVERRIDES.values()}):
         if data.get(section) is not None and not isinstance(data[section], dict):
             raise ConfigError(
-                f"{source}: {section}: expected a mapping of keys (got {data[section]!r})"
+                f"{source}: {section}: expected a mapping of keys (got {shown(data[section])})"
             )
     if "password" in (data.get("ari") or {}):
         raise ConfigError(
             f"{source}: ari.password: secrets are not read from files; "
             f"remove it and set {ENV_PREFIX}ARI_PASSWORD in the environment instead"
         )
-    for suffix, (section, key) in ENV_OVERRIDES.items():
-        value = env.get(ENV_PREFIX + suffix)
-        if value is not None:
-            if data.get(section) is None:
-                data[section] = {}
-            data[section][key] = value
+    overrides = {
+        f"{section}.{key}": (ENV_PREFIX + suffix, env[ENV_PREFIX + suffix])
+        for suffix, (section, key) in ENV_OVERRIDES.items()
+        if ENV_PREFIX + suffix in env
+    }
+    return Sources(file if file.exists() else None, data, overrides)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    """``purposes.marketing-calls.text``; a key that is empty or has a dot or a space in it
+    is quoted (``text['']``), so the path stays readable."""
+    text = ""
+    for part in loc:
+        plain = isinstance(part, int) or (part and not re.search(r"[.\s\[\]'\"]", part))
+        text += (f".{part}" if text else str(part)) if plain else f"[{part!r}]"
+    return text or "(top level)"
+
+
+def _problem(error: ErrorDetails, key: str) -> str:
+    """What is wrong with one value and, unless it is a secret or a whole section, the value."""
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see config.yaml for the known keys)"
+    value = error.get("input")
+    if key in SECRET_KEYS or isinstance(value, dict):
+        return redact(msg)
+    return f"{redact(msg)} (got {shown(value)})"
+
+
+def _overridden_problems(sources: Sources) -> list[str]:
+    """A file value the environment overrides is still checked as written: it comes back
+    when the variable is unset, so a mistake in it must not wait until then."""
+    lines = []
+    for key, (variable, _) in sources.overrides.items():
+        section, name = key.split(".")
+        if name not in sources.data.get(section, {}):
+            continue
+        model = Config.model_fields[section].annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        try:
+            model.model_validate({name: sources.data[section][name]})
+        except ValidationError as e:
+            lines += [
+                f"  {_dotted((section, *error['loc']))}: {_problem(error, key)}; {variable} "
+                f"overrides it now, but fix or remove it: it applies again when that variable "
+                f"is unset"
+                for error in e.errors()
+            ]
+    return lines
+
+
+def load(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load and validate the config. ConfigError names, for every problem, where the value
+    came from (the file and key, or the environment variable), the value (never a secret) and
+    what was expected."""
+    sources = read(path, env)
+    in_file = _overridden_problems(sources)
+    in_env = []
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(sources.merged())
     except ValidationError as e:
-        raise ConfigError(_format_error(source, e, data)) from None
+        errors = e.errors()
+    else:
+        if not in_file:
+            return config
+        errors = []
+    for error in errors:
+        key = _dotted(error["loc"])
+        override = sources.overrides.get(_dotted(error["loc"][:2]))
+        if override is not None:
+            in_env.append(f"  {override[0]} ({key}): {_problem(error, key)}")
+        else:
+            in_file.append(f"  {key}: {_problem(error, key)}")
+    blocks = []
+    if in_file:
+        blocks.append(f"{sources.name}: invalid configuration\n" + "\n".join(in_file))
+    if in_env:
+        blocks.append("environment: invalid configuration\n" + "\n".join(in_env))
+    raise ConfigError("\n".join(blocks))

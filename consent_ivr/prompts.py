@@ -135,11 +135,20 @@ def purpose_vars(purpose: Purpose, lang: str, validity_part: str, where: str) ->
 
 def render(template: str, variables: dict[str, str], where: str) -> str:
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        parsed = [(f, spec, conv) for _, f, spec, conv in string.Formatter().parse(template)]
     except ValueError as e:
         raise ConfigError(
             f"{where}: malformed braces ({e}); write {{{{ and }}}} for braces"
         ) from None
+    fields = []
+    for field, spec, conversion in parsed:
+        if field is None:
+            continue
+        if spec or conversion:
+            written = "{" + field + (f"!{conversion}" if conversion else "")
+            written += (f":{spec}" if spec else "") + "}"
+            raise ConfigError(f"{where}: {written} is not a plain placeholder: write {{{field}}}")
+        fields.append(field)
     for field in fields:
         if field not in variables:
             raise ConfigError(

@@ -20,22 +20,26 @@ T = TypeVar("T")
 
 
 def _config(args: argparse.Namespace) -> cfg.Config:
-    return cfg.load(args.config)
+    from consent_ivr.cli import config_of
+
+    return config_of(args)
 
 
 @contextmanager
-def _database(conf: cfg.Config) -> Iterator[Any]:
+def _database(args: argparse.Namespace) -> Iterator[Any]:
+    """The configured database, once it answers and is migrated (else a clear exit 2)."""
+    from consent_ivr.cli import checked_database_url
     from consent_ivr.store.db import Database
 
-    db = Database(conf.database.url)
+    db = Database(checked_database_url(args))
     try:
         yield db
     finally:
         db.close()
 
 
-def _with_session(conf: cfg.Config, fn: Callable[[Any], T]) -> T:
-    with _database(conf) as db, db.session() as session:
+def _with_session(args: argparse.Namespace, fn: Callable[[Any], T]) -> T:
+    with _database(args) as db, db.session() as session:
         return fn(session)
 
 
@@ -63,7 +67,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
     conf = _config(args)
     signer = keys.signer(conf)
-    with _database(conf) as db:
+    with _database(args) as db:
         entry = checkpoints.checkpoint(db, Path(conf.evidence.checkpoints), signer)
     if entry is None:
         print("the newest checkpoint already covers the ledger head: nothing to sign")
@@ -105,7 +109,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     conf = _config(args)
     try:
         report = _with_session(
-            conf,
+            args,
             (lambda s: verify.verify_all(s, conf))
             if args.all
             else (lambda s: verify.verify_record(s, conf, target)),
@@ -140,7 +144,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from consent_ivr.evidence import bundle
 
     try:
-        with _database(conf) as db:
+        with _database(args) as db:
             report = bundle.export(db, conf, args.record_id, Path(args.output))
     except LookupError as e:
         print(f"consent-ivr: {e}", file=sys.stderr)
@@ -164,7 +168,7 @@ def _export_bulk(conf: cfg.Config, args: argparse.Namespace) -> int:
             else sys.stdout
         )
         n = _with_session(
-            conf, lambda s: bulk.write(bulk.rows(s, since, args.campaign, at), out, args.format)
+            args, lambda s: bulk.write(bulk.rows(s, since, args.campaign, at), out, args.format)
         )
     print(f"{n} record(s)", file=sys.stderr)
     return 0
@@ -175,7 +179,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
 
     conf = _config(args)
     signer = None if args.dry_run else keys.signer(conf)
-    with _database(conf) as db:
+    with _database(args) as db:
         result = purge.run(db, conf, dry_run=args.dry_run)
         if result and not args.dry_run:
             checkpoints.checkpoint(db, Path(conf.evidence.checkpoints), signer)

@@ -27,7 +27,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     """Exit 0 with the job id; 3 when the person's consent does not allow it (the refusal is
     kept); 1 when the text cannot be sent to that number; 2 for a configuration error."""
     from consent_ivr import config as cfg
-    from consent_ivr.cli import config_of, phone_of
+    from consent_ivr.cli import checked_database_url, config_of, phone_of
     from consent_ivr.clock import now
     from consent_ivr.sms import marketing
     from consent_ivr.sms.models import FAILED
@@ -43,7 +43,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     name, campaign = conf.campaign(None)
     if not conf.sms.enabled:
         raise cfg.ConfigError("sms.enabled is false: no SMS is sent")
-    db = Database(conf.database.url)
+    db = Database(checked_database_url(args))
     try:
         with db.session() as session:
             job, verdict = marketing.enqueue(

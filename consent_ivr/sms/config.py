@@ -14,38 +14,40 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from consent_ivr.config_types import FilePath, Host, HttpUrl, UrlPath
 from consent_ivr.sms import stopwords
 from consent_ivr.sms import templates as tpl
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are no timeout, interval or size a person means.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DlrConfig(_Model):
     """Where delivery reports arrive when the worker runs as its own process."""
 
     listen: bool = True
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=8091, ge=0, le=65535)
-    path: str = "/sms/dlr"
+    path: UrlPath = "/sms/dlr"
     # The URL the gateway calls; default http://{host}:{port}{path}. Set it when the reports
     # should go to the service's own HTTP server (`consent-ivr run` mounts the same route).
-    url: str | None = None
+    url: HttpUrl | None = None
 
 
 class LogGatewayConfig(_Model):
-    file: Path = Path("var/sms-outbox.jsonl")
+    file: FilePath = Path("var/sms-outbox.jsonl")
     echo: bool = True  # also print each SMS to stdout
 
 
 class KannelConfig(_Model):
-    sendsms_url: str = "http://127.0.0.1:13013/cgi-bin/sendsms"
+    sendsms_url: HttpUrl = "http://127.0.0.1:13013/cgi-bin/sendsms"
     username: str = "consent-ivr"
     password_env: str = "CONSENT_IVR_KANNEL_PASSWORD"
     # The admin interface lets a worker see whether Kannel still holds a message it is unsure
     # about (store-status) before it sends that message again.
-    admin_url: str | None = None
+    admin_url: HttpUrl | None = None
     admin_password_env: str = "CONSENT_IVR_KANNEL_ADMIN_PASSWORD"
     dlr_mask: int = Field(default=31, ge=1, le=31)
     smsc: str | None = None
@@ -53,7 +55,7 @@ class KannelConfig(_Model):
 
 
 class SmppConfig(_Model):
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     port: int = Field(default=2775, ge=1, le=65535)
     system_id: str = Field(default="consent-ivr", max_length=15)
     password_env: str = "CONSENT_IVR_SMPP_PASSWORD"
@@ -68,7 +70,7 @@ class InboundConfig(_Model):
     enabled: bool = True
     # The route Kannel's sms-service calls on the service's HTTP server; it is mounted only
     # when the environment variable `token_env` holds the shared token (see scripts/kannel.sh).
-    path: str = "/sms/inbound"
+    path: UrlPath = "/sms/inbound"
     token_env: str = "CONSENT_IVR_SMS_INBOUND_TOKEN"
     stop_words: tuple[str, ...] = Field(
         default=(

@@ -19,7 +19,11 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from consent_ivr.config_types import redact
 
 T = TypeVar("T")
 
@@ -33,6 +37,96 @@ def normalize_url(url: str) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+SUPPORTED_URLS = "sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+_DRIVERS = {("sqlite", "pysqlite"), ("postgresql", "psycopg")}
+
+
+def check_url(url: str) -> str:
+    """For the config: ``url`` when it names a database this product can use, else ValueError
+    saying what was expected (never repeating the URL: it may hold a password)."""
+    try:
+        parsed = make_url(normalize_url(url))
+        driver = (parsed.get_backend_name(), parsed.get_driver_name())
+        port_ok = parsed.port is None or 0 < parsed.port < 65536
+    except (ArgumentError, ValueError):
+        raise ValueError(f"expected a database URL: {SUPPORTED_URLS}") from None
+    if driver not in _DRIVERS:
+        raise ValueError(
+            f"unsupported database driver {parsed.drivername!r}: expected {SUPPORTED_URLS}"
+        )
+    if not port_ok:
+        raise ValueError("the port in the URL must be a number from 1 to 65535")
+    if driver[0] == "postgresql" and not parsed.database:
+        raise ValueError(f"the URL names no database: expected {SUPPORTED_URLS}")
+    return url
+
+
+def shown_url(url: str) -> str:
+    """The database URL as messages show it: its password hidden."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return redact(url)
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot serve this version: unreachable, or its schema not at the head of
+    the migrations. The message names it (password hidden) and what to do."""
+
+
+def check(url: str, source: str = "database.url") -> str:
+    """Connect and compare the schema with the migrations: the revision it is at, or
+    DatabaseUnavailable naming the database, ``source`` (where its URL came from) and what to
+    do. A SQLite file that does not exist is reported, not created."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    parsed = make_url(normalize_url(url))
+    name = f"database {shown_url(url)} ({source})"
+    sqlite = is_sqlite(url)
+    file = parsed.database if sqlite and parsed.database not in (None, "", ":memory:") else None
+    if file and not Path(file).exists():
+        raise DatabaseUnavailable(
+            f"{name}: the file does not exist; create it with `consent-ivr db upgrade`"
+        )
+    engine = create_engine(
+        parsed, poolclass=NullPool, connect_args={} if sqlite else {"connect_timeout": 10}
+    )
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except DBAPIError as e:
+        # The driver's first line says it (later ones are hints like the advice below).
+        reason = next((line.strip() for line in str(e.orig).splitlines() if line.strip()), "")
+        if parsed.password:
+            reason = reason.replace(parsed.password, "***")
+        failed = (
+            "cannot open it ({}); check the path and its permissions"
+            if sqlite
+            else "cannot connect ({}); check that the server runs, and the host, port, user, "
+            "password and database name"
+        )
+        raise DatabaseUnavailable(f"{name}: {failed.format(redact(reason))}") from None
+    finally:
+        engine.dispose()
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    heads = set(script.get_heads())
+    if current == heads:
+        return ", ".join(sorted(heads))
+    upgrade_it = "run `consent-ivr db upgrade`"
+    if not current:
+        raise DatabaseUnavailable(f"{name}: not migrated (no consent-ivr tables); {upgrade_it}")
+    at = ", ".join(sorted(current))
+    if current - {r.revision for r in script.walk_revisions()}:
+        raise DatabaseUnavailable(
+            f"{name}: at revision {at}, which this version of consent-ivr does not know "
+            f"(migrated by a newer version?): run that version, or upgrade this one"
+        )
+    raise DatabaseUnavailable(
+        f"{name}: at revision {at}, this version needs {', '.join(sorted(heads))}; {upgrade_it}"
+    )
 
 
 def is_sqlite(url: str) -> bool:
