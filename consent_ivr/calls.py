@@ -1,7 +1,10 @@
 """What a call needs besides its front: what it is about, what it says, and what it writes.
 
-Shared by the fronts (the ARI app; the FastAGI server to come), which only translate between
-their protocol and the flow (consent_ivr.flow):
+Shared by the fronts (the ARI app, the FastAGI server), which only translate between their
+protocol and the flow (consent_ivr.flow):
+
+- `parse_args` and `describe_call`: what the dialplan says about the call (Stasis or AGI
+  arguments), checked, as a `CallSetup`; `BadArgs` when the call cannot be taken.
 
 - `CallSetup`: the call as the front received it (direction, campaign, language, the person).
 - `CallPrompts`: the prompts of this call, static ones from the catalog and the per-call
@@ -14,17 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from consent_ivr import audio, journal
 from consent_ivr import flow as f
 from consent_ivr.clock import now, utc
-from consent_ivr.config import Config
+from consent_ivr.config import Campaign, Config
+from consent_ivr.phone import mask, to_e164
 from consent_ivr.prompts import ActiveConsent, Catalog, Prompt
 from consent_ivr.store import lifecycle
 from consent_ivr.store import records as store
@@ -47,6 +54,108 @@ class CallSetup:
     started_at: datetime
     recording: str | None = None  # the MixMonitor recording the dialplan started
     withdraw: bool = False  # the caller came to withdraw (a direct entry)
+    node: str | None = None  # the service instance taking the call (see store.models.Call)
+
+
+# ---- what the dialplan says about the call -------------------------------------------------
+
+ARG_KEYS = ("campaign", "language", "recording", "called", "withdraw", "phone")
+_SAFE = re.compile(r"^[A-Za-z0-9_.+-]{0,64}$")
+WITHHELD = {"", "anonymous", "unknown", "restricted", "private", "unavailable", "withheld"}
+
+
+class BadArgs(ValueError):
+    """Call arguments that cannot describe a call; the message is safe to log. `key` names the
+    argument at fault when there is one."""
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def parse_args(args: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The direction (`inbound` or `outbound`) and the `key=value` pairs that follow it."""
+    direction = args[0] if args else "inbound"
+    if direction not in ("inbound", "outbound"):
+        raise BadArgs(f"first argument must be inbound or outbound, got {direction[:20]!r}")
+    pairs: dict[str, str] = {}
+    for arg in args[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in ARG_KEYS:
+            raise BadArgs(f"expected key=value with key in {ARG_KEYS}, got {key[:20]!r}")
+        if not _SAFE.match(value):
+            raise BadArgs(f"{key}: unexpected characters", key)
+        pairs[key] = value
+    return direction, pairs
+
+
+def pick_campaign(
+    config: Config, name: str | None, language: str | None
+) -> tuple[str, Campaign, str]:
+    """The campaign (the default one for None) and the language it speaks (its default for
+    None); BadArgs naming what is wrong."""
+    try:
+        name, campaign = config.campaign(name or None)
+    except KeyError:
+        raise BadArgs(
+            f"unknown campaign {name!r} (configured: {', '.join(sorted(config.campaigns))})",
+            "campaign",
+        ) from None
+    language = language or campaign.language
+    if language not in campaign.languages:
+        raise BadArgs(
+            f"campaign {name} has no language {language!r} "
+            f"(it speaks {', '.join(campaign.languages)})",
+            "language",
+        )
+    return name, campaign, language
+
+
+def describe_call(
+    config: Config,
+    direction: str,
+    args: dict[str, str],
+    *,
+    caller: str,
+    exten: str,
+    connected: str,
+    channel_id: str,
+    started_at: datetime,
+    recording: str | None = None,
+) -> CallSetup:
+    """The call a front received: the person of an inbound call is the caller (a withheld or
+    unusable number makes the call unidentified); of an outbound call, `phone=` or else the
+    number dialled. BadArgs when the call cannot be taken."""
+    name, _, language = pick_campaign(config, args.get("campaign"), args.get("language"))
+    region = config.default_region
+    if direction == "inbound":
+        called = args.get("called") or (exten if exten != "s" else "") or None
+        phone = None
+        if caller.strip().lower() not in WITHHELD:
+            phone = to_e164(caller, region)
+        subject = Subject(phone, "caller-id", caller or None, called)
+    else:
+        raw = args.get("phone") or connected or exten
+        phone = to_e164(raw, region)
+        if phone is None:
+            raise BadArgs(f"outbound call to {mask(raw)}: not a phone number", "phone")
+        subject = Subject(phone, "dialled", caller or None, phone)
+    return CallSetup(
+        direction=direction,
+        campaign=name,
+        language=language,
+        subject=subject,
+        channel_id=channel_id,
+        started_at=started_at,
+        recording=recording,
+        withdraw=args.get("withdraw") == "1",
+    )
+
+
+def journal_dir(config: Config) -> Path:
+    """Where a call's end waits while the database is down: beside the recordings (the
+    service's other durable local state), owner-only."""
+    return Path(config.recordings.dir).resolve() / "journal"
 
 
 def brief(e: BaseException) -> str:
@@ -155,6 +264,7 @@ class CallStore:
         self.dialogue = f.Dialogue(purposes=tuple(self.purposes))
         self.pending: list[Evidence] = []
         self.ids: tuple[str, list[str]] | None = None  # (call_id, record_ids) once stored
+        self.recording_name: str | None = setup.recording  # the front sets a snoop's name
         self._opening: asyncio.Task[None] | None = None
 
     async def prepare(self) -> f.Dialogue:
@@ -213,6 +323,8 @@ class CallStore:
             controller=campaign.controller_view(s.language),
             started_at=s.started_at,
             subject=s.subject,
+            node=s.node,
+            recording=self.recording_name,
         )
 
     def _ensure_open(self, session: Session) -> tuple[str, list[str]]:
@@ -275,6 +387,8 @@ class CallStore:
         return None
 
     async def finish(self, outcomes: Sequence[f.Outcome], recording: RecordingInfo | None) -> bool:
+        """Store the call's end; when the database cannot take it, journal it (see
+        consent_ivr.journal) for the service to write once it can. True when it is stored."""
         ended = now()
 
         def work(session: Session, call_id: str, records: list[str], items: list[Any]) -> None:
@@ -287,9 +401,72 @@ class CallStore:
             await self._write(work)
         except Exception as e:
             self.log.error(
-                "could not store the end of the call (outcomes %s): %s",
+                "could not store the end of the call (outcomes %s): %s; journaling it",
                 ",".join(o.value for o in outcomes),
                 brief(e),
             )
+            await self._journal([o.value for o in outcomes], ended, recording)
             return False
         return True
+
+    async def _journal(
+        self, outcomes: list[str], ended: datetime, recording: RecordingInfo | None
+    ) -> None:
+        data = journal.entry(
+            self._new_call(),
+            self._new_records(),
+            self.ids,
+            list(self.pending),
+            outcomes,
+            ended,
+            recording,
+        )
+        name = f"{self.setup.started_at:%Y%m%dT%H%M%S}-{self.setup.channel_id}"
+        try:
+            path = await asyncio.to_thread(journal.save, journal_dir(self.config), name, data)
+        except OSError as e:
+            self.log.error("could not journal the call either; its evidence is lost: %s", e)
+            return
+        self.pending.clear()
+        self.log.warning("call journaled as %s: written once the database answers", path.name)
+
+
+# ---- what every front notes and keeps -----------------------------------------------------
+
+
+def prompt_note(prompt: Prompt) -> dict[str, Any]:
+    """A played prompt as the evidence keeps it: its exact words, version and audio hash."""
+    data = {
+        "prompt": prompt.name,
+        "text": prompt.text,
+        "version": prompt.version,
+        "sha256": prompt.sha256,
+        "language": prompt.language,
+    }
+    if prompt.purpose:
+        data["purpose"] = prompt.purpose
+    return data
+
+
+def key_note(flow: f.ConsentFlow, digit: str) -> dict[str, Any]:
+    """A key as the evidence keeps it: whether it counted, and the purpose being asked."""
+    data: dict[str, Any] = {"digit": digit, "acted_on": flow.accepts_keys}
+    asking = (f.Step.PURPOSE, f.Step.ASK, f.Step.CHOSEN, f.Step.CONFIRM, f.Step.SAVING)
+    if not flow.dialogue.withdrawal and flow.step in asking:
+        data["purpose"] = flow.dialogue.purposes[flow.item]
+    return data
+
+
+async def keep_recording(
+    recordings_dir: Path, setup: CallSetup, name: str, data: bytes
+) -> RecordingInfo:
+    """Store a call's recording under our own name, hashed (in a worker thread)."""
+    folder = recordings_dir / setup.started_at.strftime("%Y/%m/%d")
+    saved = await asyncio.to_thread(audio.save, folder, f"{name}.wav", data)
+    return RecordingInfo(
+        path=str(saved.path),
+        sha256=saved.sha256,
+        duration_s=saved.duration_s,
+        format="wav",
+        size=saved.size,
+    )

@@ -20,6 +20,12 @@
 #   CONSENT_IVR_AST22_AMI_PORT      AMI port of 22                    (default 15038)
 #   CONSENT_IVR_AST16_HTTP_PORT     ARI/HTTP port of 16               (default 16088)
 #   CONSENT_IVR_AST16_AMI_PORT      AMI port of 16                    (default 16038)
+#   CONSENT_IVR_AST22_SIP_PORT      PJSIP UDP port of 22 on 127.0.0.1 (default 15060)
+#   CONSENT_IVR_AST16_SIP_PORT      PJSIP UDP port of 16 on 127.0.0.1 (default 16060)
+#   CONSENT_IVR_AST22_SIPP_PORT     where 22 sends calls to the test phone (SIPp on 127.0.0.2; default 15062)
+#   CONSENT_IVR_AST16_SIPP_PORT     where 16 sends calls to the test phone (SIPp on 127.0.0.2; default 16062)
+#   CONSENT_IVR_AST22_RTP_PORTS     RTP port range of 22, FIRST-LAST  (default 20000-21999)
+#   CONSENT_IVR_AST16_RTP_PORTS     RTP port range of 16, FIRST-LAST  (default 22000-23999)
 #   CONSENT_IVR_SHARE_DIRS          colon-separated absolute host dirs bind-mounted into the 22 chroot
 #                                   at the same path (so "sound:/abs/path/name" works on 22)
 #   CONSENT_IVR_DIALPLAN_DIRS       colon-separated dirs whose *.conf are #included by extensions.conf
@@ -85,7 +91,8 @@ debian_mirror() {
 # Per-version settings
 # ---------------------------------------------------------------------------------------------
 
-# Sets: V INST HTTP_PORT AMI_PORT ROOT (chroot dir, empty for 16) RUNP (command prefix) MODDIR
+# Sets: V INST HTTP_PORT AMI_PORT SIP_PORT SIPP_PORT RTP_PORTS ROOT (chroot dir, empty for 16)
+# RUNP (command prefix) MODDIR
 select_version() {
     V=$1
     INST=$VAR/asterisk-$V
@@ -93,6 +100,9 @@ select_version() {
         22)
             HTTP_PORT=${CONSENT_IVR_AST22_HTTP_PORT:-18088}
             AMI_PORT=${CONSENT_IVR_AST22_AMI_PORT:-15038}
+            SIP_PORT=${CONSENT_IVR_AST22_SIP_PORT:-15060}
+            SIPP_PORT=${CONSENT_IVR_AST22_SIPP_PORT:-15062}
+            RTP_PORTS=${CONSENT_IVR_AST22_RTP_PORTS:-20000-21999}
             ROOT=$AST22_ROOT
             RUNP=(chroot "$ROOT")
             # multiarch dir: x86_64-linux-gnu here, but do not hard-code it
@@ -105,6 +115,9 @@ select_version() {
         16)
             HTTP_PORT=${CONSENT_IVR_AST16_HTTP_PORT:-16088}
             AMI_PORT=${CONSENT_IVR_AST16_AMI_PORT:-16038}
+            SIP_PORT=${CONSENT_IVR_AST16_SIP_PORT:-16060}
+            SIPP_PORT=${CONSENT_IVR_AST16_SIPP_PORT:-16062}
+            RTP_PORTS=${CONSENT_IVR_AST16_RTP_PORTS:-22000-23999}
             ROOT=
             RUNP=()
             MODDIR=/usr/lib/asterisk/modules
@@ -312,6 +325,7 @@ ari_status() {
 healthy() { [[ $(ari_status) == 200 ]]; }
 
 port_in_use() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+udp_port_in_use() { [[ -n $(ss -Hlun "sport = :$1" 2>/dev/null) ]]; }
 
 fail_with_log() {
     log "$1"
@@ -336,8 +350,8 @@ modules_conf_22() {
     cat <<'EOF'
 [modules]
 autoload = yes
-; SIP / other VoIP channel drivers and everything that binds a port of its own
-noload => chan_pjsip.so
+; VoIP channel drivers and everything that binds a port of its own, but PJSIP: it binds
+; 127.0.0.1 only and carries the calls to and from the test phone (SIPp)
 noload => chan_iax2.so
 noload => chan_unistim.so
 noload => chan_skinny.so
@@ -429,26 +443,23 @@ noload => res_adsi.so
 noload => app_adsiprog.so
 noload => app_getcpeid.so
 noload => app_alarmreceiver.so
-noload => app_amd.so
 noload => app_followme.so
 noload => app_page.so
 noload => app_audiosocket.so
 noload => func_pjsip_aor.so
 noload => func_pjsip_contact.so
 noload => func_pjsip_endpoint.so
-; needs res_pjproject (not loaded): only ARI externalMedia would want it
-noload => res_rtp_asterisk.so
 noload => res_rtp_multicast.so
 noload => bridge_native_rtp.so
 noload => res_stasis_test.so
 noload => app_test.so
 EOF
-    # every PJSIP module (they come as a family of ~50)
+    # PJSIP modules that need what is not loaded above, or talk to provisioning servers
     local m
-    for m in "$ROOT$MODDIR"/res_pjsip*.so "$ROOT$MODDIR"/res_pjproject.so; do
-        [[ -e $m ]] && printf 'noload => %s\n' "${m##*/}"
+    for m in res_pjsip_geolocation res_pjsip_stir_shaken res_pjsip_outbound_publish \
+        res_pjsip_publish_asterisk; do
+        printf 'noload => %s.so\n' "$m"
     done
-    return 0
 }
 
 modules_conf_16() {
@@ -464,6 +475,9 @@ modules_conf_16() {
         res_ari_channels res_ari_device_states res_ari_endpoints res_ari_events \
         res_ari_playbacks res_ari_recordings res_ari_sounds \
         res_curl res_http_media_cache res_musiconhold res_speech res_agi res_clioriginate \
+        res_pjproject res_pjsip res_pjsip_session res_pjsip_pubsub res_pjsip_sdp_rtp chan_pjsip \
+        res_pjsip_endpoint_identifier_ip res_pjsip_caller_id res_pjsip_rfc3326 res_rtp_asterisk \
+        app_amd \
         bridge_simple bridge_softmix bridge_holding bridge_builtin_features chan_bridge_media \
         app_stasis app_dial app_playback app_senddtmf app_playtones app_record app_mixmonitor app_read \
         app_echo app_exec app_stack app_userevent app_verbose app_while app_originate \
@@ -567,13 +581,48 @@ writetimeout = 1000
 EOF
     )
 
+    # The person's phone in the tests: SIPp on 127.0.0.2 (calls to it go to its port there;
+    # calls from it are identified by that address, no registration, no auth).
+    cat >"$etc/pjsip.conf" <<EOF
+; generated by scripts/asterisk.sh
+[global]
+type = global
+user_agent = consent-ivr-test
+
+[transport-udp]
+type = transport
+protocol = udp
+bind = 127.0.0.1:$SIP_PORT
+
+[sipp]
+type = endpoint
+transport = transport-udp
+context = consent-inbound
+disallow = all
+allow = alaw,ulaw
+dtmf_mode = rfc4733
+direct_media = no
+aors = sipp
+
+[sipp]
+type = aor
+contact = sip:127.0.0.2:$SIPP_PORT
+
+[sipp]
+type = identify
+endpoint = sipp
+match = 127.0.0.2
+EOF
+    printf '[general]\nrtpstart = %s\nrtpend = %s\n' "${RTP_PORTS%-*}" "${RTP_PORTS#*-}" >"$etc/rtp.conf"
+
     # CDRs are not used; turning the engine off saves work per call.
     printf '[general]\nenable = no\n' >"$etc/cdr.conf"
     printf '[general]\nenable = no\n' >"$etc/cel.conf"
     # Defaults are fine for these; empty files only keep "Unable to load config" errors out of
     # the log so that real errors stand out.
     local f
-    for f in ccss features acl udptl websocket_client chan_websocket res_http_media_cache musiconhold; do
+    for f in ccss features acl udptl websocket_client chan_websocket res_http_media_cache musiconhold \
+        amd pjproject; do
         : >"$etc/$f.conf"
     done
     # Call-progress tones (busy, ring...) need the packaged country table.
@@ -657,6 +706,27 @@ mount_into_chroot() {
     done
 }
 
+# Instance dirs of the other Asterisks running now (from their -C argument).
+other_instances() {
+    local pid conf
+    for pid in $(pgrep -x asterisk || true); do
+        conf=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n '/^-C$/{n;p;q}')
+        conf=${conf%/etc/asterisk.conf}
+        [[ -n $conf && $conf != "$INST" ]] && echo "$conf"
+    done
+    return 0
+}
+
+# A share dir is mounted once into the chroot for every instance that names it: leave it
+# while another running instance still uses it.
+shared_with_other() {
+    local other
+    while read -r other; do
+        grep -qxF "$1" "$other/run/mounts" 2>/dev/null && return 0
+    done < <(other_instances)
+    return 1
+}
+
 unmount_from_chroot() {
     [[ -n $ROOT ]] || return 0
     local mounts=() i
@@ -667,6 +737,9 @@ unmount_from_chroot() {
     mounts=("$ROOT$INST" "${mounts[@]}")
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
         [[ -n ${mounts[i]} ]] || continue
+        if [[ ${mounts[i]} != "$ROOT$INST" ]] && shared_with_other "${mounts[i]}"; then
+            continue
+        fi
         if mountpoint -q "${mounts[i]}"; then
             umount "${mounts[i]}" || umount -l "${mounts[i]}"
         fi
@@ -701,11 +774,13 @@ cmd_start() {
     for p in "$HTTP_PORT" "$AMI_PORT"; do
         port_in_use "$p" && die "port 127.0.0.1:$p is already in use (another instance? set CONSENT_IVR_AST${V}_*_PORT)"
     done
+    udp_port_in_use "$SIP_PORT" && die "UDP port 127.0.0.1:$SIP_PORT is already in use (another instance? set CONSENT_IVR_AST${V}_SIP_PORT)"
 
     make_instance_dirs
     ensure_password
     rm -f "$INST/run/asterisk.pid" "$INST/run/asterisk.ctl"
-    printf 'HTTP_PORT=%s\nAMI_PORT=%s\n' "$HTTP_PORT" "$AMI_PORT" >"$INST/run/ports"
+    printf 'HTTP_PORT=%s\nAMI_PORT=%s\nSIP_PORT=%s\nSIPP_PORT=%s\nRTP_PORTS=%s\n' \
+        "$HTTP_PORT" "$AMI_PORT" "$SIP_PORT" "$SIPP_PORT" "$RTP_PORTS" >"$INST/run/ports"
     write_configs
     [[ -z $ROOT ]] || mount_into_chroot
 
@@ -813,6 +888,9 @@ cmd_env() {
     echo "CONSENT_IVR_ARI_PASSWORD=$(shq "$(password)")"
     echo "CONSENT_IVR_AMI_HOST=127.0.0.1"
     echo "CONSENT_IVR_AMI_PORT=$AMI_PORT"
+    echo "CONSENT_IVR_SIP_PORT=$SIP_PORT"
+    echo "CONSENT_IVR_SIPP_PORT=$SIPP_PORT"
+    echo "ASTERISK_SPOOL=$(shq "$INST/spool")"
     echo "ASTERISK_VERSION=$(shq "$(asterisk_version)")"
     echo "ASTERISK_RX=$(shq "${rx% }")"
 }
