@@ -460,9 +460,10 @@ def key_note(flow: f.ConsentFlow, digit: str) -> dict[str, Any]:
 async def keep_recording(
     recordings_dir: Path, setup: CallSetup, name: str, data: bytes
 ) -> RecordingInfo:
-    """Store a call's recording under our own name, hashed (in a worker thread)."""
+    """Store a call's recording under our own name, hashed, encrypted when a recording key is
+    set (in a worker thread)."""
     folder = recordings_dir / setup.started_at.strftime("%Y/%m/%d")
-    saved = await asyncio.to_thread(audio.save, folder, f"{name}.wav", data)
+    saved = await asyncio.to_thread(audio.save, folder, f"{name}.wav", data, audio.recording_key())
     return RecordingInfo(
         path=str(saved.path),
         sha256=saved.sha256,

@@ -648,10 +648,12 @@ def build_parser() -> argparse.ArgumentParser:
         fn=cmd_flow_diagram
     )
 
+    from consent_ivr.agi import cli as agi_cli
     from consent_ivr.dialing import cli as dialing_cli
     from consent_ivr.evidence import cli as evidence_cli
     from consent_ivr.sms import cli as sms_cli
 
+    agi_cli.add_commands(sub)
     dialing_cli.add_commands(sub)
     evidence_cli.add_commands(sub)
     sms_cli.add_commands(sub)

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import ErrorDetails
 
 from consent_ivr import durations
+from consent_ivr.agi.config import AgiConfig
 from consent_ivr.api.config import ApiConfig
 from consent_ivr.config_types import (
     CREDENTIALS_IN_URL,
@@ -303,6 +304,7 @@ class Config(_Model):
     campaigns: dict[str, Campaign] = Field(default_factory=_default_campaigns)
     sms: SmsConfig = SmsConfig()
     api: ApiConfig = ApiConfig()
+    agi: AgiConfig = AgiConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Config:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,6 +67,9 @@ async def running(
     config: Config, *, migrate: bool = True, sms_worker: bool | None = None
 ) -> AsyncIterator[Service]:
     """The service, started and connected; stopped cleanly on exit."""
+    # Everything the service writes (the SQLite file, recordings, journal, SMS log,
+    # checkpoints) is for its own user only.
+    os.umask(0o077)
     catalog = preflight(config)
     if migrate:
         await asyncio.to_thread(dbm.upgrade, config.database.url)
@@ -75,11 +79,20 @@ async def running(
     evidence: asyncio.Task[None] | None = None
     stop_worker = asyncio.Event()
     app = ConsentApp(config, db, catalog, decision_hooks(config))
+    fronts = contextlib.AsyncExitStack()
     try:
         if config.http.enabled:
-            web_app = http.make_app(config, sms_routes(config, db))
+            web_app = http.make_app(
+                config, db, sms_routes(config, db), consent_app=app, hooks=decision_hooks(config)
+            )
             runner = await http.serve(web_app, config.http.host, config.http.port)
         await app.start()
+        if config.agi.enabled:
+            from consent_ivr.agi.server import serving
+
+            await fronts.enter_async_context(
+                serving(config, db, catalog, config.agi, decision_hooks(config))
+            )
         from consent_ivr.evidence import tasks as evidence_tasks
 
         evidence = asyncio.create_task(evidence_tasks.run(config, db, stop_worker))
@@ -105,6 +118,7 @@ async def running(
         )
         yield Service(config, db, app, runner)
     finally:
+        await fronts.aclose()
         await app.stop()
         stop_worker.set()
         if evidence is not None:

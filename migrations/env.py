@@ -4,11 +4,10 @@ falls back to the URL in the config."""
 from alembic import context
 from sqlalchemy import create_engine
 
-import consent_ivr.sms.models  # noqa: F401  (the SMS outbox tables join the metadata)
-from consent_ivr.store.models import Base
+from consent_ivr.store.schema import metadata
 
 config = context.config
-target_metadata = Base.metadata
+target_metadata = metadata
 
 
 def run() -> None:

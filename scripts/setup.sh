@@ -6,7 +6,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
 # espeak-ng + sox: prompt audio (also synthesized during withdrawal calls).
-DEBS=(espeak-ng sox python3-venv)
+# sip-tester (SIPp): real SIP callers for the outbound tests and the benchmarks.
+DEBS=(espeak-ng sox python3-venv sip-tester)
 missing=()
 for p in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 def agi_config(conf: Config, args: argparse.Namespace) -> AgiConfig:
     """The `agi` section of the config (defaults until the config has one), then the flags."""
-    base: AgiConfig = getattr(conf, "agi", None) or AgiConfig()
+    base: AgiConfig = conf.agi
     values: dict[str, Any] = base.model_dump()
     if args.listen:
         host, sep, port = args.listen.rpartition(":")

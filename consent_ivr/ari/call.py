@@ -12,15 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consent_ivr import audio
 from consent_ivr import flow as f
 from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
-from consent_ivr.calls import CallPrompts, CallSetup, CallStore
+from consent_ivr.calls import (
+    CallPrompts,
+    CallSetup,
+    CallStore,
+    keep_recording,
+    key_note,
+    prompt_note,
+)
 from consent_ivr.config import Config
 from consent_ivr.phone import mask
 from consent_ivr.prompts import Catalog
 from consent_ivr.store.db import Database
-from consent_ivr.store.records import DecisionHook, RecordingInfo
+from consent_ivr.store.records import DecisionHook
 
 log = logging.getLogger(__name__)
 
@@ -151,19 +157,6 @@ class CallSession:
     def post(self, event: f.Event | _LostPlayback) -> None:
         self.queue.put_nowait(event)
 
-    def _purpose_now(self) -> str | None:
-        """The purpose being asked about, for the keys' evidence (consent calls)."""
-        d = self.flow.dialogue
-        if d.withdrawal or self.flow.step not in (
-            f.Step.PURPOSE,
-            f.Step.ASK,
-            f.Step.CHOSEN,
-            f.Step.CONFIRM,
-            f.Step.SAVING,
-        ):
-            return None
-        return d.purposes[self.flow.item]
-
     # ---- ARI events -> flow events ---------------------------------------------------------
 
     async def _on_ari(self, ev: AriEvent) -> None:
@@ -182,27 +175,14 @@ class CallSession:
         if kind == "StasisStart" and channel == self.snoop_id:
             await self._record_snoop()
         elif kind == "ChannelDtmfReceived" and channel == self.channel_id:
-            digit = ev["digit"]
-            data: dict[str, Any] = {"digit": digit, "acted_on": self.flow.accepts_keys}
-            purpose = self._purpose_now()
-            if purpose is not None:
-                data["purpose"] = purpose
-            self.note("key", data, at=event_time(ev))
+            digit = str(ev["digit"])
+            self.note("key", key_note(self.flow, digit), at=event_time(ev))
             await self._feed(f.KeyPressed(digit))
         elif kind == "PlaybackStarted":
             play = self.playbacks.get(ev["playback"]["id"])
             if play and self.prompts:
                 prompt = await self.prompts.get(play[1], play[2])
-                data = {
-                    "prompt": prompt.name,
-                    "text": prompt.text,
-                    "version": prompt.version,
-                    "sha256": prompt.sha256,
-                    "language": prompt.language,
-                }
-                if prompt.purpose:
-                    data["purpose"] = prompt.purpose
-                self.note("prompt", data, at=event_time(ev))
+                self.note("prompt", prompt_note(prompt), at=event_time(ev))
         elif kind == "PlaybackFinished":
             play = self.playbacks.pop(ev["playback"]["id"], None)
             if play:
@@ -385,7 +365,9 @@ class CallSession:
         try:
             data = await self._collect_recording()
             if data is not None:
-                recording = await self._keep_recording(data)
+                recording = await keep_recording(
+                    self.ctx.recordings_dir, self.setup, self.key, data
+                )
         except OSError as e:
             # Disk full, folder not writable: the evidence still goes to the database, with
             # why the recording is missing; Asterisk keeps its copy.
@@ -407,7 +389,7 @@ class CallSession:
             return None
         timeout = self.ctx.config.flow.recording_stop_timeout_s
         if self.recording_state == "mixmonitor":
-            return await self._fetch_closed_wav(timeout)
+            return await self.ari.closed_recording(self.recording_name, timeout)
         if not self.recording_done.is_set():
             # The snoop ends with the channel; ask explicitly if it has not yet.
             with contextlib.suppress(AriError):
@@ -424,36 +406,6 @@ class CallSession:
         except AriError as e:
             self.log.error("could not download the recording: %s", e)
             return None
-
-    async def _fetch_closed_wav(self, timeout: float) -> bytes | None:
-        """MixMonitor closes its file a moment after the channel is gone, and only then writes
-        the sizes into the WAV header: download until the header matches the file."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                data = await self.ari.stored_recording(self.recording_name)
-                if audio.wav_closed(data):
-                    return data
-            except AriError as e:
-                if e.status != 404:
-                    self.log.error("could not download the recording: %s", e)
-                    return None
-            if loop.time() > deadline:
-                self.log.error("recording %s was not closed in %.0fs", self.recording_name, timeout)
-                return None
-            await asyncio.sleep(0.2)
-
-    async def _keep_recording(self, data: bytes) -> RecordingInfo:
-        folder = self.ctx.recordings_dir / self.setup.started_at.strftime("%Y/%m/%d")
-        saved = await asyncio.to_thread(audio.save, folder, f"{self.key}.wav", data)
-        return RecordingInfo(
-            path=str(saved.path),
-            sha256=saved.sha256,
-            duration_s=saved.duration_s,
-            format="wav",
-            size=saved.size,
-        )
 
     async def _drain_until_recorded(self) -> None:
         while not self.recording_done.is_set():

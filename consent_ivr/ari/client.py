@@ -21,6 +21,8 @@ from typing import Any
 
 import aiohttp
 
+from consent_ivr.audio import wav_closed
+
 log = logging.getLogger(__name__)
 
 AriEvent = dict[str, Any]
@@ -236,6 +238,26 @@ class AriClient:
         return await self.request(  # type: ignore[no-any-return]
             "GET", f"/recordings/stored/{name}/file", raw=True
         )
+
+    async def closed_recording(self, name: str, timeout: float) -> bytes | None:
+        """A stored recording once its writer has closed it: MixMonitor closes its file a moment
+        after the channel is gone, and only then writes the sizes into the WAV header, so this
+        downloads until the header matches the file. None when it does not in `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                data = await self.stored_recording(name)
+                if wav_closed(data):
+                    return data
+            except AriError as e:
+                if e.status != 404:
+                    log.error("could not download recording %s: %s", name, e)
+                    return None
+            if loop.time() > deadline:
+                log.error("recording %s was not closed in %.0fs", name, timeout)
+                return None
+            await asyncio.sleep(0.2)
 
     async def delete_stored_recording(self, name: str) -> None:
         await self.request("DELETE", f"/recordings/stored/{name}")

@@ -82,24 +82,6 @@ def open_calls(session: Session, node: str) -> list[OpenCall]:
     return found
 
 
-async def fetch_closed_recording(ari: AriClient, name: str, timeout: float) -> bytes | None:
-    """A recording once its writer closed it (MixMonitor writes the WAV sizes last)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            data = await ari.stored_recording(name)
-            if audio.wav_closed(data):
-                return data
-        except AriError as e:
-            if e.status != 404:
-                log.error("could not download recording %s: %s", name, e)
-                return None
-        if loop.time() > deadline:
-            return None
-        await asyncio.sleep(0.2)
-
-
 async def reconcile(
     ari: AriClient, db: Database, config: Config, node: str, recordings: Path
 ) -> int:
@@ -127,9 +109,7 @@ async def _recover(
     recording = None
     data = None
     if call.recording:
-        data = await fetch_closed_recording(
-            ari, call.recording, config.flow.recording_stop_timeout_s
-        )
+        data = await ari.closed_recording(call.recording, config.flow.recording_stop_timeout_s)
     if data is not None:
         folder = recordings / call.started_at.strftime("%Y/%m/%d")
         try:
