@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -19,8 +20,9 @@ def _bin(name: str) -> str:
 
 
 class PrivateCluster:
-    def __init__(self, root: Path, port: int) -> None:
-        self.dir = root / "pgdata"
+    def __init__(self, port: int) -> None:
+        # Under /tmp itself: the server user must reach it (pytest's folders are root-only).
+        self.dir = Path(tempfile.mkdtemp(prefix="consent-ivr-pg-")) / "pgdata"
         self.port = port
         self.url = f"postgresql://root@127.0.0.1:{port}/consent"
 
@@ -69,4 +71,4 @@ class PrivateCluster:
             capture_output=True,
             timeout=60,
         )
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir.parent, ignore_errors=True)
