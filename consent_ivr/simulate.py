@@ -18,6 +18,10 @@ from consent_ivr.store.db import Database
 from consent_ivr.store.models import Call
 from consent_ivr.store.records import record_view, records_of_call
 
+# The confirm key comes this long after the choice said back should have ended: late enough
+# for a loaded Asterisk's late playback, early in the confirmation prompt (barge-in).
+STATED_MARGIN_S = 1.5
+
 SCENARIOS = (
     "agree",
     "decline",
@@ -54,7 +58,7 @@ def timings(catalog: Catalog, campaign: str, lang: str) -> dict[str, str]:
     stated = max(
         prompt_seconds(catalog, campaign, lang, p) for p in ("chosen_agree", "chosen_decline")
     )
-    return {"__SIM_T1": f"{t1:.2f}", "__SIM_T2": f"{stated + 0.7:.2f}"}
+    return {"__SIM_T1": f"{t1:.2f}", "__SIM_T2": f"{stated + STATED_MARGIN_S:.2f}"}
 
 
 def withdrawal_steps(
@@ -73,7 +77,7 @@ def withdrawal_steps(
     else:
         return [(prompt_seconds(catalog, campaign, lang, "notice") + seconds(menu.path) / 2, key)]
     first = prompt_seconds(catalog, campaign, lang, "notice") + 0.6 * seconds(menu.path)
-    return [(first, key), (stated + 0.7, keys.confirm)]
+    return [(first, key), (stated + STATED_MARGIN_S, keys.confirm)]
 
 
 def script(steps: list[tuple[float, str]]) -> dict[str, str]:

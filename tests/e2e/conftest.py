@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -52,7 +54,48 @@ def asterisk_env(version: str) -> dict[str, str]:
         key, _, value = line.partition("=")
         if key:
             env[key] = shlex.split(value)[0] if value else ""
+    _passwords[version] = env.get("CONSENT_IVR_ARI_PASSWORD", "")
     return env
+
+
+class _Lines(logging.Handler):
+    """Every line the service logs during the e2e session, formatted as it would be written."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+# A phone number written in full (E.164 with or without +): what the log must never hold.
+_FULL_NUMBER = re.compile(r"(?<![\w.-])\+?7\d{10}(?![\w-])")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logs_hold_no_number_or_secret() -> Iterator[None]:
+    """Scans every log line of every in-process e2e test (the process-run ones scan their own
+    log) for a full phone number or an ARI password."""
+    lines = _Lines()
+    service = logging.getLogger("consent_ivr")
+    service.addHandler(lines)
+    previous = service.level
+    service.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        service.removeHandler(lines)
+        service.setLevel(previous)
+    numbers = [line for line in lines.lines if _FULL_NUMBER.search(line)]
+    assert not numbers, "full phone numbers in the log:\n" + "\n".join(numbers[:10])
+    passwords = set(_passwords.values())
+    leaked = [line for line in lines.lines for p in passwords if p and p in line]
+    assert not leaked, "a password in the log:\n" + "\n".join(leaked[:5])
+
+
+_passwords: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session", autouse=True)

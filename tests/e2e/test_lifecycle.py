@@ -21,6 +21,7 @@ from consent_ivr.calls import active_consents
 from consent_ivr.prompts import ActiveConsent
 from consent_ivr.service import Service
 from consent_ivr.simulate import (
+    STATED_MARGIN_S,
     place_call,
     prompt_seconds,
     script,
@@ -234,7 +235,12 @@ def two_purpose_steps(svc: Service, first: str, second: str) -> list[tuple[float
     recorded = s("recorded_agree") if first == "1" else s("recorded_decline")
     # After the confirm key: the decision's commit, "recorded", the next purpose, its question.
     t3 = 0.3 + recorded + s("purpose", "e2e-news") + 0.8 * s("ask")
-    return [(t1, first), (stated + 0.7, "1"), (t3, second), (stated + 0.7, "1")]
+    return [
+        (t1, first),
+        (stated + STATED_MARGIN_S, "1"),
+        (t3, second),
+        (stated + STATED_MARGIN_S, "1"),
+    ]
 
 
 async def test_two_purposes_agree_to_one_decline_the_other(service: Service) -> None:
@@ -295,7 +301,7 @@ async def test_a_double_tap_does_not_confirm(service: Service) -> None:
     stated = s("chosen_agree")
     tapped, confirmed = await asyncio.gather(
         call(service, new_phone(), steps=[(t1, "11")]),
-        call(service, new_phone(), steps=[(t1, "11"), (stated + 0.7, "1")]),
+        call(service, new_phone(), steps=[(t1, "11"), (stated + STATED_MARGIN_S, "1")]),
     )
     only = tapped[0]
     assert only["outcome"] == "no_response", keys(only)
