@@ -1,0 +1,560 @@
+"""Load figures of the hot path: `GET /v1/consents` at 100,000 stored records, 50 clients at once.
+
+    .venv/bin/python bench/api_load.py --database sqlite [--records 100000] [--clients 50]
+        [--seconds 20] [--calls 50 --asterisk 22] [--profile FILE]
+    .venv/bin/python bench/api_load.py --database postgresql ...
+
+Seeds the database once through the store API (open_call, store_decision, finish_call; no
+SMS, which the hot path does not read; a fifth refused, a tenth withdrawn), so every record is
+a real chain; the seeded database is kept under var/ (SQLite) or as the PostgreSQL database
+`consent_ivr_bench_api`, and reused. Then starts the service as its own process on 127.0.0.1
+(`--calls 0`: the web app only; otherwise the whole service on a private Asterisk, with that
+many simulated callers kept on the line all along, each a new number that agrees), and runs
+the clients against it for `--seconds` after a warm-up: each asks about a random seeded number
+and purpose. Prints requests/s, latency percentiles, errors, the service's CPU and, with
+calls, how they ended. Everything is bounded: the run, each request, and the calls.
+`--profile FILE` runs the service under cProfile and writes its statistics to FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from consent_ivr.clock import now  # noqa: E402
+from consent_ivr.config import Config  # noqa: E402
+from consent_ivr.store import lifecycle, records  # noqa: E402
+from consent_ivr.store.db import Database, upgrade  # noqa: E402
+from consent_ivr.store.models import ConsentRecord  # noqa: E402
+from consent_ivr.store.records import Evidence, NewCall, NewRecord, Subject  # noqa: E402
+from tests.conftest import free_port  # noqa: E402
+
+PURPOSES = ("marketing-calls", "sms-news")
+BENCH_DB = "consent_ivr_bench_api"
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def phone_of(i: int) -> str:
+    return f"+7916{i:07d}"
+
+
+def base_config(url: str, root: Path) -> dict[str, Any]:
+    purpose = {
+        "text": {"en": "offers", "ru": "предложения"},
+        "data_categories": {"en": "phone", "ru": "телефон"},
+        "withdrawal": {"en": "call us", "ru": "позвоните нам"},
+        "validity": "P5Y",
+        # Nothing of the seeded data falls due while the bench runs.
+        "retention": "P10Y",
+        "erase_after_withdrawal": "P10Y",
+    }
+    return {
+        "database": {"url": url},
+        "recordings": {"dir": str(root / "recordings")},
+        "prompts": {"audio_dir": str(root / "audio")},
+        # The retention run at start would scan every record first: from cron, not here.
+        "evidence": {"checkpoints": str(root / "checkpoints.jsonl"), "purge_interval_s": 0},
+        "sms": {"log": {"file": str(root / "sms.jsonl"), "echo": False}},
+        "purposes": dict.fromkeys(PURPOSES, purpose),
+        "campaigns": {
+            name: {
+                "language": "en",
+                "languages": ["en", "ru"],
+                "controller": {"name": {"en": "Bench", "ru": "Бенч"}},
+                "purposes": list(purposes),
+            }
+            # The seeded records ask for both purposes; the simulated callers for one.
+            for name, purposes in (("default", PURPOSES), ("calls", PURPOSES[:1]))
+        },
+        "api": {"rate_per_s": 1e6, "burst": 1_000_000},
+    }
+
+
+# ---- seeding ----------------------------------------------------------------------------------
+
+
+def count(db: Database) -> int:
+    from sqlalchemy import func, select
+
+    with db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(ConsentRecord)) or 0)
+
+
+def seed(db: Database, config: Any, n: int, batch: int = 25) -> None:
+    """n records: n/2 calls of two purposes each, through the store API, `batch` calls a
+    transaction."""
+    have = count(db)
+    calls = (n - have) // 2
+    if calls <= 0:
+        return
+    rng = random.Random(7)
+    start = time.monotonic()
+    first = have // 2
+    for offset in range(0, calls, batch):
+        with db.session() as s:
+            for i in range(first + offset, first + min(offset + batch, calls)):
+                at = T0 + timedelta(minutes=i)
+                phone = phone_of(i)
+                call_id, rids = records.open_call(
+                    s,
+                    NewCall(
+                        f"PJSIP/bench-{i:08d}",
+                        "inbound",
+                        "default",
+                        "en",
+                        "RU",
+                        {"name": "Bench"},
+                        at,
+                        Subject(phone, "caller-id", phone, "+74950000000"),
+                    ),
+                    [
+                        NewRecord("consent", config.purpose_snapshot("default", p, "en"))
+                        for p in PURPOSES
+                    ],
+                )
+                roll = rng.random()
+                outcome = "declined" if roll < 0.2 else "granted"
+                for k, rid in enumerate(rids):
+                    keys = [
+                        (rid, Evidence(at + timedelta(seconds=5), "key", "ask", {"digit": "1"})),
+                        (
+                            rid,
+                            Evidence(at + timedelta(seconds=7), "key", "confirm", {"digit": "1"}),
+                        ),
+                    ]
+                    records.store_decision(s, rid, outcome, at + timedelta(seconds=8 + k), keys)
+                records.finish_call(
+                    s, call_id, dict.fromkeys(rids, outcome), at + timedelta(seconds=12), [], None
+                )
+                if outcome == "granted" and roll > 0.9:
+                    targets = lifecycle.active(s, phone, None, at + timedelta(days=1))
+                    lifecycle.withdraw(
+                        s,
+                        targets,
+                        at + timedelta(days=1),
+                        channel="operator",
+                        by="bench",
+                        reason="bench",
+                    )
+        done = offset + batch
+        rate = done / (time.monotonic() - start)
+        print(
+            f"  seeded {min(done, calls) * 2 + have} records ({rate:.0f} calls/s)", file=sys.stderr
+        )
+
+
+def copy_rows(source: Database, target: Database) -> None:
+    """Every row of the seeded SQLite database into the new PostgreSQL one, as it is: the
+    same records, events and ledger (their hashes do not depend on the database), much faster
+    than writing them again through the store API over the network."""
+    from sqlalchemy import inspect, text
+
+    import consent_ivr.api.models  # noqa: F401  (every table joins the metadata)
+    import consent_ivr.sms.models  # noqa: F401
+    from consent_ivr.store.models import Base
+
+    with source.engine.connect() as src, target.engine.begin() as dst:
+        dst.execute(text("SET TIME ZONE 'UTC'"))  # SQLite hands back UTC times without a zone
+        for table in Base.metadata.sorted_tables:
+            if table.name == "ledger_head":
+                dst.execute(table.delete())  # the migration's genesis row
+            rows = src.execute(table.select()).mappings()
+            while batch := [dict(r) for r in rows.fetchmany(5000)]:
+                dst.execute(table.insert(), batch)
+            if "id" in table.c and table.c.id.autoincrement is True:
+                dst.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"COALESCE((SELECT max(id) FROM {table.name}), 0) + 1, false)"
+                    )
+                )
+        assert inspect(dst).has_table("consent_events")
+
+
+def database_url(kind: str, *, fresh: bool = False) -> str:
+    if kind == "sqlite":
+        path = REPO / "var" / "bench" / "api-load.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    server = make_url(
+        kind
+        if "://" in kind
+        else os.environ.get("CONSENT_IVR_TEST_PG", "postgresql://root@127.0.0.1:5432")
+    )
+    admin = server.set(drivername="postgresql", database="postgres").render_as_string(
+        hide_password=False
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)
+        ).fetchone()
+        if exists and fresh:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+        if not exists or fresh:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    return server.set(drivername="postgresql", database=BENCH_DB).render_as_string(
+        hide_password=False
+    )
+
+
+def seed_from_sqlite(db: Database, n: int) -> Database:
+    """A new PostgreSQL bench database holding the SQLite one's rows (seeded first if need be)."""
+    sqlite_url = database_url("sqlite")
+    upgrade(sqlite_url)
+    source = Database(sqlite_url)
+    try:
+        seed(source, Config.model_validate(base_config(sqlite_url, REPO / "var")), n)
+        db.close()
+        url = database_url(db.url, fresh=True)
+        upgrade(url)
+        target = Database(url)
+        start = time.monotonic()
+        copy_rows(source, target)
+        print(
+            f"  copied {count(target)} records in {time.monotonic() - start:.0f}s", file=sys.stderr
+        )
+        return target
+    finally:
+        source.close()
+
+
+# ---- the service ------------------------------------------------------------------------------
+
+
+def serve(config_file: Path) -> None:
+    """The service process: the web app (no calls), or the whole service (with `ari`)."""
+    from consent_ivr import http, logs
+    from consent_ivr.service import decision_hooks, running
+
+    logs.setup("WARNING")
+    data = json.loads(config_file.read_text())
+    config_file.unlink()  # it holds the ARI password
+    config = Config.model_validate(data)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        if data.get("ari"):
+            async with running(config, migrate=False):
+                await stop.wait()
+            return
+        db = Database(config.database.url)
+        app = http.make_app(config, db, hooks=decision_hooks(config))
+        runner = await http.serve(app, config.http.host, config.http.port)
+        await stop.wait()
+        await runner.cleanup()
+        db.close()
+
+    asyncio.run(main())
+
+
+def start_service(data: dict[str, Any], profile: str | None) -> subprocess.Popen[bytes]:
+    fd, name = tempfile.mkstemp(prefix="api-load-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    command = [sys.executable]
+    if profile:
+        command += ["-m", "cProfile", "-o", profile]
+    command += [str(Path(__file__).resolve()), "--serve", name]
+    return subprocess.Popen(command, cwd=REPO)
+
+
+async def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"the service exited ({process.returncode})")
+            try:
+                async with http.get(base + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the service did not answer /healthz")
+
+
+def machine_busy() -> float:
+    """CPU seconds every core of the machine spent busy so far (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / TICK
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+# ---- load -------------------------------------------------------------------------------------
+
+
+async def load(
+    base: str,
+    token: str,
+    phones: int,
+    clients: int,
+    warmup: float,
+    seconds: float,
+    path: str = "/v1/consents",
+) -> dict[str, Any]:
+    """`clients` loops, each one request at a time, for warmup + seconds; latencies of the
+    measured window only. `path` /healthz measures the floor: the server and these clients
+    without the database."""
+    headers = {"Authorization": f"Bearer {token}"}
+    latencies: list[float] = []
+    statuses: Counter[int | str] = Counter()
+    t_start = time.monotonic()
+    measure_from, stop_at = t_start + warmup, t_start + warmup + seconds
+    timeout = aiohttp.ClientTimeout(total=5)
+    connector = aiohttp.TCPConnector(limit=clients)
+
+    async def client(n: int) -> None:
+        rng = random.Random(n)
+        while (t := time.perf_counter()) and time.monotonic() < stop_at:
+            params = {"phone": phone_of(rng.randrange(phones)), "purpose": rng.choice(PURPOSES)}
+            try:
+                async with http.get(base + path, params=params, headers=headers) as r:
+                    await r.read()
+                    status: int | str = r.status
+            except (aiohttp.ClientError, TimeoutError) as e:
+                status = type(e).__name__
+            if time.monotonic() >= measure_from:
+                latencies.append(time.perf_counter() - t)
+                statuses[status] += 1
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        await asyncio.gather(*(client(n) for n in range(clients)))
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return {
+        "requests": len(latencies),
+        "rps": len(latencies) / seconds,
+        "p50_ms": pct(50),
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "max_ms": latencies[-1] * 1000,
+        "mean_ms": statistics.fmean(latencies) * 1000,
+        "statuses": dict(statuses),
+    }
+
+
+# ---- calls ------------------------------------------------------------------------------------
+
+
+def asterisk_env(version: str) -> dict[str, str]:
+    from tests.e2e.conftest import asterisk_env as start
+
+    return start(version)
+
+
+async def keep_calls(
+    ari_env: dict[str, str], config: Any, n: int, stop: asyncio.Event
+) -> Counter[str]:
+    """Keep `n` simulated callers on the line until `stop`; how the finished ones ended."""
+    from consent_ivr.ari.client import AriClient
+    from consent_ivr.prompts import Catalog
+    from consent_ivr.simulate import place_call
+
+    catalog = Catalog(config)
+    ari = AriClient(
+        ari_env["CONSENT_IVR_ARI_URL"],
+        ari_env["CONSENT_IVR_ARI_USER"],
+        ari_env["CONSENT_IVR_ARI_PASSWORD"],
+        "bench-caller",
+    )
+    await ari.start(events=False)
+    live: set[str] = set()
+    placed = 0
+    try:
+        while not stop.is_set():
+            channels = {c["id"] for c in await ari.request("GET", "/channels")}
+            live &= channels
+            while len(live) < n and not stop.is_set():
+                cid = f"load-{uuid.uuid4().hex[:12]}"
+                await place_call(
+                    ari,
+                    catalog,
+                    "agree",
+                    f"+7917{secrets.randbelow(10**7):07d}",  # a new caller: they agree
+                    channel_id=cid,
+                    campaign="calls",
+                    language="en",
+                )
+                live.add(cid)
+                placed += 1
+            await asyncio.sleep(0.5)
+    finally:
+        await ari.close()
+    return Counter({"placed": placed})
+
+
+def outcomes_since(db: Database, since: datetime) -> Counter[str]:
+    from sqlalchemy import select
+
+    with db.session() as s:
+        rows = s.scalars(
+            select(ConsentRecord.outcome).where(ConsentRecord.started_at >= since)
+        ).all()
+    return Counter(str(o) for o in rows)
+
+
+# ---- main -------------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> int:
+    url = database_url(args.database)
+    root = REPO / "var" / "bench" / "api-load"
+    root.mkdir(parents=True, exist_ok=True)
+    data = base_config(url, root)
+    upgrade(url)
+    db = Database(url)
+    try:
+        if db.dialect == "postgresql" and count(db) < args.records:
+            db = seed_from_sqlite(db, args.records)
+            url = db.url
+        seed(db, Config.model_validate(data), args.records)
+        total = count(db)
+        if args.seed_only:
+            print(f"{total} records in {db.dialect}")
+            return 0
+        from consent_ivr.api import tokens
+
+        with db.session() as s:
+            _, token = tokens.create(s, f"bench-{uuid.uuid4().hex[:6]}", ["read"], now(), 1e6)
+        port = args.port or free_port()
+        data["http"] = {"host": "127.0.0.1", "port": port}
+        ari_env: dict[str, str] = {}
+        if args.calls:
+            from tests.e2e.conftest import E2E_PROMPTS, SHARE, e2e_prompts_built  # noqa: F401
+
+            ari_env = asterisk_env(args.asterisk)
+            data["ari"] = {
+                "url": ari_env["CONSENT_IVR_ARI_URL"],
+                "user": ari_env["CONSENT_IVR_ARI_USER"],
+                "password": ari_env["CONSENT_IVR_ARI_PASSWORD"],
+                "app": "consent-ivr",
+            }
+            data["prompts"] = {"dir": str(E2E_PROMPTS), "audio_dir": str(SHARE / "bench-api")}
+            data["flow"] = {"key_timeout_s": 1.5}
+            from consent_ivr.prompts import Catalog
+
+            await asyncio.to_thread(Catalog(Config.model_validate(data)).build)
+        base = f"http://127.0.0.1:{port}"
+        process = start_service(data, args.profile)
+        try:
+            await wait_ready(base, process)
+            stop = asyncio.Event()
+            calls = None
+            started_at = now()
+            if args.calls:
+                calls = asyncio.create_task(
+                    keep_calls(ari_env, Config.model_validate(data), args.calls, stop)
+                )
+                await asyncio.sleep(args.ramp)
+            cpu0, busy0, t0 = cpu_seconds(process.pid), machine_busy(), time.monotonic()
+            result = await load(
+                base, token, total // 2, args.clients, args.warmup, args.seconds, args.path
+            )
+            elapsed = time.monotonic() - t0
+            cpu = (cpu_seconds(process.pid) - cpu0) / elapsed
+            busy = (machine_busy() - busy0) / elapsed
+            placed: Counter[str] = Counter()
+            if calls is not None:
+                stop.set()
+                placed = await calls
+                await asyncio.sleep(20)  # let the last calls end
+        finally:
+            process.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        print(
+            f"GET {args.path} on {db.dialect}, {total} records, {args.clients} clients, "
+            f"{args.seconds:g}s measured after {args.warmup:g}s warm-up"
+            + (f", {args.calls} consent calls kept running" if args.calls else "")
+        )
+        print(
+            f"  {result['rps']:.0f} requests/s ({result['requests']} requests); latency p50 "
+            f"{result['p50_ms']:.2f} ms, p90 {result['p90_ms']:.2f} ms, p99 "
+            f"{result['p99_ms']:.2f} ms, max {result['max_ms']:.1f} ms; statuses "
+            f"{result['statuses']}"
+        )
+        print(
+            f"  service CPU: {cpu * 100:.0f}% of one core; the whole machine busy "
+            f"{busy * 100:.0f}% of one core ({os.cpu_count()} cores here)"
+        )
+        if args.calls:
+            print(f"  calls: {dict(placed)}, ended: {dict(outcomes_since(db, started_at))}")
+        if args.json:
+            figures = json.dumps({**result, "cpu": cpu, "records": total})
+            await asyncio.to_thread(Path(args.json).write_text, figures)
+        return 0 if set(result["statuses"]) == {200} else 1
+    finally:
+        db.close()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--database", default="sqlite", help="sqlite, postgresql, or a PostgreSQL URL")
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--calls", type=int, default=0, help="consent calls kept running (Asterisk)")
+    p.add_argument("--ramp", type=float, default=15.0, help="seconds for the calls to start")
+    p.add_argument("--asterisk", default="22")
+    p.add_argument("--port", type=int, default=0, help="default: a free one")
+    p.add_argument("--profile", help="cProfile the service into this file")
+    p.add_argument("--json", help="also write the figures here")
+    p.add_argument("--seed-only", action="store_true", help="seed the database, then stop")
+    p.add_argument(
+        "--path",
+        default="/v1/consents",
+        choices=("/v1/consents", "/healthz"),
+        help="/healthz: the floor (HTTP server and clients, no database)",
+    )
+    args = p.parse_args()
+    if args.serve:
+        serve(Path(args.serve))
+        return 0
+    if args.seconds > 300 or args.clients > 500:
+        p.error("bounded: at most 300 s and 500 clients")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

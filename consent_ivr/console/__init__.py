@@ -1,0 +1,1 @@
+"""The compliance console: server-rendered pages for compliance staff (consent_ivr.console.http)."""

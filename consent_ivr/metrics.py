@@ -1,0 +1,223 @@
+"""Prometheus metrics (`GET /metrics`).
+
+Two kinds. What only the call path sees as it happens (the delay from a key to the next
+prompt, a database write, an ARI reconnect, a recording's bytes) is counted here, in this
+process, by the functions below, which the call path calls. Everything else is read when
+Prometheus scrapes (`scrape`): calls in progress from the running app, records by campaign and
+outcome and the SMS queue from the database, so those figures are true even for work that
+another process did (an `sms-worker`, a `consent-ivr withdraw`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from consent_ivr.clock import now, utc
+from consent_ivr.store.models import ConsentRecord
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+PREFIX = "consent_ivr"
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+
+KEYPRESS_TO_PROMPT = Histogram(
+    f"{PREFIX}_keypress_to_prompt_seconds",
+    "From a key the flow acted on to the start of the prompt that answers it (Asterisk's "
+    "own event times)",
+    buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
+    registry=REGISTRY,
+)
+DB_WRITE = Histogram(
+    f"{PREFIX}_db_write_seconds",
+    "Database write transactions, from their first statement to the commit",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+ARI_RECONNECTS = Counter(
+    f"{PREFIX}_ari_reconnects", "ARI websocket reconnections after a drop", registry=REGISTRY
+)
+RECORDING_BYTES = Counter(
+    f"{PREFIX}_recording_bytes", "Bytes of call recordings stored", registry=REGISTRY
+)
+RECORDINGS = Counter(f"{PREFIX}_recordings", "Call recordings stored", registry=REGISTRY)
+LOOP_LAG = Histogram(
+    f"{PREFIX}_event_loop_lag_seconds",
+    "How late the event loop ran a timer: time the loop was kept busy",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+    registry=REGISTRY,
+)
+HTTP_REQUESTS = Counter(
+    f"{PREFIX}_http_requests",
+    "HTTP requests answered, by route and status",
+    ["route", "method", "status"],
+    registry=REGISTRY,
+)
+HTTP_SECONDS = Histogram(
+    f"{PREFIX}_http_request_seconds",
+    "Time to answer an HTTP request, by route",
+    ["route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0),
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    f"{PREFIX}_api_rate_limited",
+    "API requests refused by a token's rate limit",
+    ["token"],
+    registry=REGISTRY,
+)
+
+
+# ---- hooks for the call path ------------------------------------------------------------------
+
+
+def keypress_answered(pressed_at: datetime, prompt_started_at: datetime) -> None:
+    """A key the flow acted on, and the start of the prompt that followed it."""
+    KEYPRESS_TO_PROMPT.observe(max(0.0, (prompt_started_at - pressed_at).total_seconds()))
+
+
+@contextlib.contextmanager
+def db_write() -> Iterator[None]:
+    """Around a write transaction: `with metrics.db_write(): ...`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        DB_WRITE.observe(time.perf_counter() - start)
+
+
+def ari_reconnected() -> None:
+    ARI_RECONNECTS.inc()
+
+
+def recording_stored(size: int) -> None:
+    RECORDINGS.inc()
+    RECORDING_BYTES.inc(size)
+
+
+async def watch_loop(interval: float = 0.25) -> None:
+    """Runs as a task for the life of the web app: each tick's lateness is the loop's lag."""
+    loop = asyncio.get_running_loop()
+    while True:
+        start = loop.time()
+        await asyncio.sleep(interval)
+        LOOP_LAG.observe(max(0.0, loop.time() - start - interval))
+
+
+# ---- read when scraped ------------------------------------------------------------------------
+
+SMS_WAITING = ("queued", "sending")
+
+
+@dataclass
+class Snapshot:
+    """What the database says at a scrape."""
+
+    records: Tally[tuple[str, str, str]] = field(default_factory=Tally)
+    sms: Tally[str] = field(default_factory=Tally)
+    sms_oldest_waiting: datetime | None = None
+    at: datetime = field(default_factory=now)
+
+
+def snapshot(session: Session) -> Snapshot:
+    """Four grouped queries, whatever the size of the database."""
+    from consent_ivr.sms.models import SmsJob
+
+    snap = Snapshot()
+    grouped = select(
+        ConsentRecord.campaign, ConsentRecord.kind, ConsentRecord.outcome, func.count()
+    ).group_by(ConsentRecord.campaign, ConsentRecord.kind, ConsentRecord.outcome)
+    for campaign, kind, outcome, n in session.execute(grouped):
+        snap.records[(campaign, kind, outcome or "in_progress")] = n
+    for status, n in session.execute(select(SmsJob.status, func.count()).group_by(SmsJob.status)):
+        snap.sms[status] = n
+    oldest = session.scalar(
+        select(func.min(SmsJob.created_at)).where(SmsJob.status.in_(SMS_WAITING))
+    )
+    snap.sms_oldest_waiting = utc(oldest) if oldest is not None else None
+    return snap
+
+
+@dataclass(frozen=True)
+class Live:
+    """What the running process knows: its calls (campaign, direction) and its ARI link."""
+
+    calls: Sequence[tuple[str, str]] = ()
+    ari_connected: bool | None = None
+
+
+class _Scraped:
+    """A collector over one snapshot, for `generate_latest`."""
+
+    def __init__(self, snap: Snapshot, live: Live) -> None:
+        self.snap, self.live = snap, live
+
+    def collect(self) -> Iterable[Metric]:
+        calls = GaugeMetricFamily(
+            f"{PREFIX}_calls_in_progress",
+            "Calls this process is handling now",
+            labels=["campaign", "direction"],
+        )
+        for (campaign, direction), n in sorted(Tally(self.live.calls).items()):
+            calls.add_metric([campaign, direction], n)
+        yield calls
+        if self.live.ari_connected is not None:
+            yield GaugeMetricFamily(
+                f"{PREFIX}_ari_connected",
+                "1 while the ARI websocket is connected",
+                value=1 if self.live.ari_connected else 0,
+            )
+        records = GaugeMetricFamily(
+            f"{PREFIX}_records",
+            "Consent records by campaign, kind and outcome (in_progress: no outcome yet)",
+            labels=["campaign", "kind", "outcome"],
+        )
+        for key, n in sorted(self.snap.records.items()):
+            records.add_metric(list(key), n)
+        yield records
+        sms = GaugeMetricFamily(f"{PREFIX}_sms", "SMS jobs by status", labels=["status"])
+        for status, n in sorted(self.snap.sms.items()):
+            sms.add_metric([status], n)
+        yield sms
+        yield GaugeMetricFamily(
+            f"{PREFIX}_sms_queue_depth",
+            "SMS waiting to be sent or being sent (queued, sending)",
+            value=sum(self.snap.sms[s] for s in SMS_WAITING),
+        )
+        oldest = self.snap.sms_oldest_waiting
+        yield GaugeMetricFamily(
+            f"{PREFIX}_sms_oldest_waiting_seconds",
+            "Age of the oldest SMS waiting to be sent (0: none waits)",
+            value=(self.snap.at - oldest).total_seconds() if oldest else 0.0,
+        )
+
+
+def exposition(snap: Snapshot, live: Live) -> bytes:
+    """The text Prometheus reads: this process's counters, then what was read at the scrape."""
+    return generate_latest(REGISTRY) + generate_latest(_Scraped(snap, live))  # type: ignore[arg-type]
+
+
+def route_label(info: Any) -> str:
+    """A request's route as a metric label: its pattern, never the values in it."""
+    route = getattr(info, "route", None)
+    resource = getattr(route, "resource", None)
+    return resource.canonical if resource is not None else "unmatched"
