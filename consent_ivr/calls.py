@@ -27,8 +27,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from consent_ivr import audio, journal
+from consent_ivr import audio, journal, metrics
 from consent_ivr import flow as f
+from consent_ivr.api import jsonlog
 from consent_ivr.clock import now, utc
 from consent_ivr.config import Campaign, Config
 from consent_ivr.phone import mask, to_e164
@@ -338,7 +339,9 @@ class CallStore:
 
     async def _open(self) -> None:
         try:
-            await self.db.transaction(self._ensure_open)
+            call_id, record_ids = await self.db.transaction(self._ensure_open)
+            # In this call's task (the transaction ran in a database thread).
+            jsonlog.bind(call_id=call_id, record_id=",".join(record_ids))
         except Exception as e:
             self.ids = None
             self.log.error(
@@ -464,6 +467,7 @@ async def keep_recording(
     set (in a worker thread)."""
     folder = recordings_dir / setup.started_at.strftime("%Y/%m/%d")
     saved = await asyncio.to_thread(audio.save, folder, f"{name}.wav", data, audio.recording_key())
+    metrics.recording_stored(len(data))
     return RecordingInfo(
         path=str(saved.path),
         sha256=saved.sha256,

@@ -222,40 +222,17 @@ def cmd_records(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from consent_ivr.clock import iso, now
-    from consent_ivr.store import lifecycle
+    from consent_ivr.api import services
+    from consent_ivr.clock import now
 
     conf = config_of(args)
     phone = phone_of(args, conf)
 
     def fetch(session: Any) -> dict[str, Any]:
-        at = now()
-        found = lifecycle.states(session, phone, args.purpose, at)
-        purposes = [args.purpose] if args.purpose else sorted(set(conf.purposes) | set(found))
-        rows = []
-        for pid in purposes:
-            state = found.get(pid) or lifecycle.ConsentState(
-                pid, "none", None, None, None, None, ()
-            )
-            row = state.as_dict()
-            row["may_contact"] = {
-                ch: lifecycle.may_contact(session, phone, pid, ch, at=at).as_dict()
-                for ch in lifecycle.CHANNELS
-            }
-            rows.append(row)
-        dnc = [
-            {
-                "id": e.id,
-                "purpose": e.purpose_id,
-                "channel": e.channel,
-                "source": e.source,
-                "since": iso(e.created_at),
-                "reason": e.reason,
-                "by": e.by,
-            }
-            for e in lifecycle.register(session, phone)
-        ]
-        return {"phone": phone, "purposes": rows, "do_not_contact": dnc}
+        try:
+            return services.consent_status(session, conf, phone, args.purpose, now())
+        except services.UnknownPurpose as e:
+            raise cfg.ConfigError(f"--purpose: {e}") from None
 
     result = with_db(args, fetch)
     if args.json:
@@ -283,9 +260,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_withdraw(args: argparse.Namespace) -> int:
     """An operator withdraws a person's consent (they asked by letter, e-mail, at a desk)."""
+    from consent_ivr.api import services
     from consent_ivr.clock import now
     from consent_ivr.service import decision_hooks
-    from consent_ivr.store import lifecycle
 
     conf = config_of(args)
     phone = phone_of(args, conf)
@@ -296,16 +273,16 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
         )
 
     def work(session: Any) -> list[Any]:
-        at = now()
-        targets = lifecycle.active(session, phone, [args.purpose] if args.purpose else None, at)
-        return lifecycle.withdraw(
+        hooks = decision_hooks(conf)
+        return services.withdraw(
             session,
-            targets,
-            at,
-            channel="operator",
-            hooks=decision_hooks(conf),
+            conf,
+            phone,
+            args.purpose,
             by=args.by,
             reason=args.reason,
+            hooks=hooks,
+            at=now(),
         )
 
     done = with_db(args, work)
@@ -579,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
         "./config.yaml if present, else embedded defaults)",
     )
     p.add_argument("--log-level", default="INFO")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=os.environ.get("CONSENT_IVR_LOG_FORMAT", "text"),
+        help="json: one object a line, with the call and record ids (or CONSENT_IVR_LOG_FORMAT)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="run the ARI service").set_defaults(fn=cmd_run)
@@ -649,11 +632,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from consent_ivr.agi import cli as agi_cli
+    from consent_ivr.api import cli as api_cli
     from consent_ivr.dialing import cli as dialing_cli
     from consent_ivr.evidence import cli as evidence_cli
     from consent_ivr.sms import cli as sms_cli
 
     agi_cli.add_commands(sub)
+    api_cli.add_commands(sub)
     dialing_cli.add_commands(sub)
     evidence_cli.add_commands(sub)
     sms_cli.add_commands(sub)
@@ -728,7 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. A problem a person can fix (config, database, a port in use) is one
     message and exit 2; anything else is a bug and keeps its traceback."""
     args = build_parser().parse_args(argv)
-    logs.setup(args.log_level)
+    logs.setup(args.log_level, args.log_format)
     try:
         return int(args.fn(args))
     except (cfg.ConfigError, DatabaseUnavailable) as e:

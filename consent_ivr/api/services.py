@@ -42,12 +42,13 @@ def consent_status(
             f"unknown purpose {purpose!r} (configured: {', '.join(sorted(config.purposes))})"
         )
     purposes = [purpose] if purpose else sorted(set(config.purposes) | set(found))
+    entries = lifecycle.register(session, phone)
     rows = []
     for pid in purposes:
-        row = (found.get(pid) or lifecycle.ConsentState.none(pid)).as_dict()
+        state = found.get(pid) or lifecycle.ConsentState.none(pid)
+        row = state.as_dict()
         row["may_contact"] = {
-            ch: lifecycle.may_contact(session, phone, pid, ch, at=at).as_dict()
-            for ch in lifecycle.CHANNELS
+            ch: lifecycle.decide(state, entries, pid, ch).as_dict() for ch in lifecycle.CHANNELS
         }
         rows.append(row)
     dnc = [
@@ -60,7 +61,7 @@ def consent_status(
             "reason": e.reason,
             "by": e.by,
         }
-        for e in lifecycle.register(session, phone)
+        for e in entries
     ]
     return {"phone": phone, "purposes": rows, "do_not_contact": dnc}
 
@@ -197,15 +198,13 @@ def recording_file(session: Session, record_id: str) -> RecordingFile:
 def refusals(
     session: Session, phone: str, name: str, campaign: Campaign, at: datetime
 ) -> list[dict[str, Any]]:
-    """Why each purpose of the campaign stops a call that asks for consent (none: call); each
-    refusal is kept as a suppressed contact attempt, so it is shown to have been obeyed."""
-    found = []
-    for pid in campaign.purposes:
-        verdict = lifecycle.may_contact(session, phone, pid, "call", asking=True, at=at)
-        if not verdict.allowed:
-            found.append({"purpose": pid, "reason": verdict.reason, "record_id": verdict.record_id})
-            lifecycle.suppressed(session, phone, pid, "call", verdict.reason, at, campaign=name)
-    return found
+    """Why each purpose of the campaign stops a call that asks for consent (none: call); see
+    lifecycle.refusals."""
+    refused = lifecycle.refusals(session, phone, campaign.purposes, name, at)
+    return [
+        {"purpose": pid, "reason": verdict.reason, "record_id": verdict.record_id}
+        for pid, verdict in refused
+    ]
 
 
 def withdraw(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from consent_ivr import metrics
 from consent_ivr.ari import recovery
 from consent_ivr.ari.call import CallContext, CallSession
 from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
@@ -166,6 +167,7 @@ class ConsentApp:
 
     async def _resync(self) -> None:
         """After a reconnect: events may have been lost; end calls whose channel is gone."""
+        metrics.ari_reconnected()
         from consent_ivr.flow import HungUp
 
         for channel_id, session in list(self.calls.items()):

@@ -9,10 +9,13 @@ import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from consent_ivr import flow as f
+from consent_ivr import metrics
+from consent_ivr.api import jsonlog
 from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
 from consent_ivr.calls import (
     CallPrompts,
@@ -75,6 +78,7 @@ class CallSession:
         self.recording_done = asyncio.Event()
         self.hung_up = False
         self.interrupted = False
+        self.key_at: datetime | None = None  # a key that counted, until the next prompt starts
         self.watchdogs: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.ari.route(self.channel_id, self.queue)
@@ -83,6 +87,7 @@ class CallSession:
     # ---- main loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        jsonlog.bind(call=self.key[:8], channel_id=self.channel_id)
         self.log.info(
             "call %s %s campaign=%s lang=%s phone=%s",
             self.key[:8],
@@ -176,13 +181,19 @@ class CallSession:
             await self._record_snoop()
         elif kind == "ChannelDtmfReceived" and channel == self.channel_id:
             digit = str(ev["digit"])
-            self.note("key", key_note(self.flow, digit), at=event_time(ev))
+            note = key_note(self.flow, digit)
+            self.note("key", note, at=event_time(ev))
+            if note["acted_on"]:
+                self.key_at = event_time(ev)
             await self._feed(f.KeyPressed(digit))
         elif kind == "PlaybackStarted":
             play = self.playbacks.get(ev["playback"]["id"])
             if play and self.prompts:
                 prompt = await self.prompts.get(play[1], play[2])
                 self.note("prompt", prompt_note(prompt), at=event_time(ev))
+                if self.key_at is not None:
+                    metrics.keypress_answered(self.key_at, event_time(ev))
+                    self.key_at = None
         elif kind == "PlaybackFinished":
             play = self.playbacks.pop(ev["playback"]["id"], None)
             if play:

@@ -240,15 +240,10 @@ def _skip(session: Session, row: DialNumber, result: str, reason: str, now: date
 def refusals(
     session: Session, phone: str, purposes: Sequence[str], campaign: str, at: datetime
 ) -> list[str]:
-    """Why `phone` may not be asked for these purposes, one line per purpose; each refusal
-    is kept as a `suppressed` contact attempt (for one call as for a campaign)."""
-    reasons = []
-    for pid in purposes:
-        verdict = lifecycle.may_contact(session, phone, pid, "call", asking=True, at=at)
-        if not verdict.allowed:
-            reasons.append(f"{pid}: {verdict.reason}")
-            lifecycle.suppressed(session, phone, pid, "call", verdict.reason, at, campaign=campaign)
-    return reasons
+    """Why `phone` may not be asked for these purposes, one line per purpose (kept as
+    suppressed contact attempts: see lifecycle.refusals)."""
+    refused = lifecycle.refusals(session, phone, purposes, campaign, at)
+    return [f"{pid}: {verdict.reason}" for pid, verdict in refused]
 
 
 def renew(session: Session, tokens: Sequence[str], lease_s: float, now: datetime) -> None:

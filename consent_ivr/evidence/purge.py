@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import select
@@ -249,27 +251,50 @@ def erase(session: Session, call_id: str, items: list[Erasure], at: datetime) ->
     return doomed
 
 
+Step = Callable[[Session], "Path | None"]
+
+
+def steps(result: Plan, at: datetime) -> Iterator[tuple[str, Step]]:
+    """The purge as short transactions, in order: expirations in batches, then each call's
+    erasure (which may name a recording file to delete once it committed)."""
+    for start in range(0, len(result.expiries), BATCH):
+        batch = result.expiries[start : start + BATCH]
+        yield "", partial(_expire_step, batch, at)
+    by_call: dict[str, list[Erasure]] = {}
+    for item in result.erasures:
+        by_call.setdefault(item.call_id, []).append(item)
+    for call_id, items in by_call.items():
+        yield call_id, partial(erase_step, call_id, items, at)
+
+
+def _expire_step(batch: list[Expiry], at: datetime, session: Session) -> None:
+    expire(session, batch, at)
+
+
+def erase_step(call_id: str, items: list[Erasure], at: datetime, session: Session) -> Path | None:
+    return erase(session, call_id, items, at)
+
+
+def delete_file(result: Plan, call_id: str, doomed: Path) -> None:
+    try:
+        doomed.unlink(missing_ok=True)
+        result.deleted.append(str(doomed))
+    except OSError as e:
+        log.error("recording %s of erased call %s not deleted: %s", doomed, call_id, e)
+
+
 def run(db: Database, config: Config, *, dry_run: bool = False, at: datetime | None = None) -> Plan:
     """Plan and (unless `dry_run`) carry out the purge: expirations, then erasures call by
-    call, each call in its own transaction. Blocking: run it in a worker thread."""
+    call, each in its own transaction. Blocking (for the CLI; the service runs the same
+    steps through its database's writer, see consent_ivr.evidence.tasks)."""
     at = at or now()
     with db.session() as session:
         result = plan(session, config, at)
     if dry_run:
         return result
-    for start in range(0, len(result.expiries), BATCH):
+    for call_id, step in steps(result, at):
         with db.session() as session:
-            expire(session, result.expiries[start : start + BATCH], at)
-    by_call: dict[str, list[Erasure]] = {}
-    for item in result.erasures:
-        by_call.setdefault(item.call_id, []).append(item)
-    for call_id, items in by_call.items():
-        with db.session() as session:
-            doomed = erase(session, call_id, items, at)
+            doomed = step(session)
         if doomed is not None:
-            try:
-                doomed.unlink(missing_ok=True)
-                result.deleted.append(str(doomed))
-            except OSError as e:
-                log.error("recording %s of erased call %s not deleted: %s", doomed, call_id, e)
+            delete_file(result, call_id, doomed)
     return result

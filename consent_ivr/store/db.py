@@ -23,6 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
+from consent_ivr import metrics
 from consent_ivr.config_types import redact
 
 T = TypeVar("T")
@@ -211,7 +212,7 @@ class Database:
         """Run ``fn(session)`` inside one transaction, off the event loop."""
 
         def work() -> T:
-            with self.session() as session:
+            with metrics.db_write(), self.session() as session:
                 return fn(session)
 
         return await self.run(work)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from consent_ivr import durations
@@ -164,46 +164,41 @@ class Permission:
         }
 
 
-def blocking_entries(
-    session: Session, phone: str, purpose: str, channel: str, after: datetime | None = None
+def blocking(
+    entries: Iterable[Suppression], purpose: str, channel: str, after: datetime | None = None
 ) -> list[Suppression]:
-    """Do-not-contact entries that stop this contact. A person's own refusal, withdrawal or
-    STOP gives way to a consent they gave later (`after`); an operator's entry never does."""
-    rows = session.scalars(
-        select(Suppression)
-        .where(
-            Suppression.phone == phone,
-            Suppression.lifted_at.is_(None),
-            or_(Suppression.purpose_id.is_(None), Suppression.purpose_id == purpose),
-            Suppression.channel.in_(("all", channel)),
-        )
-        .order_by(Suppression.created_at.desc())
-    )
+    """Of a number's register entries (`register`), those that stop this contact. A person's
+    own refusal, withdrawal or STOP gives way to a consent they gave later (`after`); an
+    operator's entry never does."""
     return [
-        s for s in rows if s.source == "operator" or after is None or utc(s.created_at) > utc(after)
+        s
+        for s in entries
+        if s.purpose_id in (None, purpose)
+        and s.channel in ("all", channel)
+        and (s.source == "operator" or after is None or utc(s.created_at) > utc(after))
     ]
 
 
-def may_contact(
-    session: Session,
-    phone: str,
+def blocking_entries(
+    session: Session, phone: str, purpose: str, channel: str, after: datetime | None = None
+) -> list[Suppression]:
+    return blocking(register(session, phone), purpose, channel, after)
+
+
+def decide(
+    state: ConsentState | None,
+    entries: Iterable[Suppression],
     purpose: str,
     channel: str,
     *,
     asking: bool = False,
-    at: datetime | None = None,
 ) -> Permission:
-    """May we contact `phone` on `channel` ("call" or "sms") for `purpose`?
-
-    A contact *for* the purpose (an offer) needs a given, unexpired consent. A call that only
-    asks for consent (`asking`) is allowed unless the person refused or withdrew, or is on
-    the do-not-contact list. When the answer is no, `reason` says why."""
+    """`may_contact` over what was read already: the state of the purpose and the number's
+    register entries."""
     if channel not in CHANNELS:
         raise ValueError(f"channel must be one of {CHANNELS}, got {channel!r}")
-    at = at or now()
-    state = states(session, phone, purpose, at).get(purpose)
     given_since = state.since if state is not None and state.state == "given" else None
-    blocked = blocking_entries(session, phone, purpose, channel, given_since)
+    blocked = blocking(entries, purpose, channel, given_since)
     if blocked:
         entry = blocked[0]
         return Permission(False, state.state if state else "none", describe(entry), entry.record_id)
@@ -220,6 +215,24 @@ def may_contact(
             False, "expired", f"the consent expired on {iso(state.since)}", state.record_id
         )
     return Permission(False, state.state, f"{state.state} on {iso(state.since)}", state.record_id)
+
+
+def may_contact(
+    session: Session,
+    phone: str,
+    purpose: str,
+    channel: str,
+    *,
+    asking: bool = False,
+    at: datetime | None = None,
+) -> Permission:
+    """May we contact `phone` on `channel` ("call" or "sms") for `purpose`?
+
+    A contact *for* the purpose (an offer) needs a given, unexpired consent. A call that only
+    asks for consent (`asking`) is allowed unless the person refused or withdrew, or is on
+    the do-not-contact list. When the answer is no, `reason` says why."""
+    state = states(session, phone, purpose, at or now()).get(purpose)
+    return decide(state, register(session, phone), purpose, channel, asking=asking)
 
 
 def describe(entry: Suppression) -> str:
@@ -411,3 +424,19 @@ def suppressed(
     )
     session.add(attempt)
     return attempt
+
+
+def refusals(
+    session: Session, phone: str, purposes: Sequence[str], campaign: str, at: datetime
+) -> list[tuple[str, Permission]]:
+    """The purposes for which `phone` may not even be asked (a consent call), with why; each
+    refusal is kept as a suppressed contact attempt, so it is shown to have been obeyed."""
+    entries = register(session, phone)
+    found = states(session, phone, None, at)
+    refused = []
+    for pid in purposes:
+        verdict = decide(found.get(pid), entries, pid, "call", asking=True)
+        if not verdict.allowed:
+            refused.append((pid, verdict))
+            suppressed(session, phone, pid, "call", verdict.reason, at, campaign=campaign)
+    return refused
