@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    field_validator,
+    model_validator,
+)
 
 from consent_ivr.config_types import FilePath, Host, HttpUrl, UrlPath
 from consent_ivr.sms import stopwords
@@ -34,6 +41,9 @@ class DlrConfig(_Model):
     # The URL the gateway calls; default http://{host}:{port}{path}. Set it when the reports
     # should go to the service's own HTTP server (`consent-ivr run` mounts the same route).
     url: HttpUrl | None = None
+    # Addresses reports may come from (the gateway's), e.g. ["127.0.0.1/32"]; empty: any
+    # address (reports are signed for their job either way).
+    allow_from: tuple[IPvAnyNetwork, ...] = ()
 
 
 class LogGatewayConfig(_Model):

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Sequence
 from functools import partial
+from ipaddress import IPv4Network, IPv6Network, ip_address
 
 from aiohttp import web
 
@@ -44,7 +46,14 @@ def routes(db: Database, sms: SmsConfig) -> list[web.RouteDef]:
         )
         return []
 
+    allowed = sms.dlr.allow_from
+
     async def delivery_report(request: web.Request) -> web.Response:
+        if allowed and not _from_allowed(request.remote, allowed):
+            log.warning(
+                "delivery report from %s refused: not in sms.dlr.allow_from", request.remote
+            )
+            return web.Response(status=403, text="not from the gateway\n")
         report = dlr_report(dict(request.query))
         if report is None or report.job_id is None:
             return web.Response(status=400, text="expected job and type parameters\n")
@@ -62,6 +71,14 @@ def routes(db: Database, sms: SmsConfig) -> list[web.RouteDef]:
         return web.Response(text="ok\n")
 
     return [web.get(sms.dlr.path, delivery_report)]
+
+
+def _from_allowed(remote: str | None, allowed: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ip_address(remote or "")
+    except ValueError:
+        return False
+    return any(address in network for network in allowed)
 
 
 def _given_token(request: web.Request) -> str | None:

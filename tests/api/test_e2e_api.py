@@ -42,6 +42,7 @@ from tests.e2e.conftest import (  # noqa: F401  (fixtures of the e2e layer, used
     assert_evidence,
     asterisk_env,
     campaign,
+    database_url,
     e2e_config,
     e2e_prompts_built,
 )
@@ -97,11 +98,7 @@ async def served(
     version, database = request.param
     ari = asterisk_env(version)
     tmp = tmp_path_factory.mktemp(f"api-ast{version}-{database}")
-    url = (
-        f"sqlite:///{tmp / 'consent.db'}"
-        if database == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    url = database_url(request, database, tmp)
     base = e2e_config(ari, url, tmp)
     dial = Campaign.model_validate(
         {**campaign([OFFERS]), "dialing": {"endpoint": "Local/silence@consent-sim"}}

@@ -170,6 +170,13 @@ def e2e_prompts_built() -> None:
 BACKENDS = [("22", "sqlite"), ("16", "postgresql")]
 
 
+def database_url(request: pytest.FixtureRequest, database: str, tmp: Path) -> str:
+    """A fresh SQLite file in `tmp`, or the session's PostgreSQL database."""
+    if database == "sqlite":
+        return f"sqlite:///{tmp / 'consent.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest_asyncio.fixture(
     loop_scope="session", scope="module", params=BACKENDS, ids=["ast22-sqlite", "ast16-pg"]
 )
@@ -182,10 +189,7 @@ async def service(
     version, database = request.param
     ari = asterisk_env(version)
     tmp = tmp_path_factory.mktemp(f"ast{version}-{database}")
-    if database == "sqlite":
-        url = f"sqlite:///{tmp / 'consent.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
+    url = database_url(request, database, tmp)
     async with running(e2e_config(ari, url, tmp)) as svc:
         yield svc
 

@@ -31,7 +31,15 @@ from consent_ivr.agi.server import AgiServer
 from consent_ivr.service import Service, decision_hooks, running
 from consent_ivr.simulate import place_call, timings, wait_for_record
 from consent_ivr.store.models import ContactAttempt
-from tests.e2e.conftest import BACKENDS, REPO, assert_evidence, asterisk_env, e2e_config, prompts
+from tests.e2e.conftest import (
+    BACKENDS,
+    REPO,
+    assert_evidence,
+    asterisk_env,
+    database_url,
+    e2e_config,
+    prompts,
+)
 from tests.sipp import phone as sipp
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
@@ -63,11 +71,7 @@ async def world(
     version, database = request.param
     ast = asterisk_env(version)
     tmp = tmp_path_factory.mktemp(f"agi{version}")
-    url = (
-        f"sqlite:///{tmp / 'consent.db'}"
-        if database == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    url = database_url(request, database, tmp)
     agi = AgiConfig(
         port=0,
         recordings_on_asterisk=Path(ast["ASTERISK_SPOOL"]) / "recording",

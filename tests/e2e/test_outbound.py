@@ -33,7 +33,14 @@ from consent_ivr.simulate import timings
 from consent_ivr.store import lifecycle, records
 from consent_ivr.store.models import Call, ConsentRecord, ContactAttempt
 from consent_ivr.store.records import NewCall, NewRecord, Subject
-from tests.e2e.conftest import BACKENDS, REPO, assert_evidence, asterisk_env, e2e_config
+from tests.e2e.conftest import (
+    BACKENDS,
+    REPO,
+    assert_evidence,
+    asterisk_env,
+    database_url,
+    e2e_config,
+)
 from tests.sipp import phone as sipp
 
 pytestmark = [
@@ -122,11 +129,7 @@ async def world(
     version, database = request.param
     ast = asterisk_env(version)
     tmp = tmp_path_factory.mktemp(f"outbound{version}")
-    url = (
-        f"sqlite:///{tmp / 'consent.db'}"
-        if database == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
+    url = database_url(request, database, tmp)
     conf = e2e_config(ast, url, tmp)
     # A campaign of its own for each campaign test: a campaign is every number ever loaded.
     own = {name: conf.campaigns["default"] for name in CAMPAIGNS}

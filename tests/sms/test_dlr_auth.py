@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
+from ipaddress import ip_network
 
 import aiohttp
 import pytest
@@ -78,3 +79,33 @@ def test_the_route_is_mounted_only_for_kannel_with_its_secret(
     monkeypatch.setenv("CONSENT_IVR_KANNEL_PASSWORD", "sendsms-secret")
     assert len(routes(sqlite_db, SmsConfig(gateway="kannel"))) == 1
     assert routes(sqlite_db, SmsConfig(gateway="smpp")) == []
+
+
+async def test_reports_only_from_the_allowed_addresses(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONSENT_IVR_KANNEL_PASSWORD", "sendsms-secret")
+    elsewhere = SmsConfig.model_validate(
+        {"gateway": "kannel", "dlr": {"allow_from": ["192.0.2.0/24"]}}
+    )
+    decide(sqlite_db, elsewhere)
+    job_id, _ = job_of(sqlite_db)
+    secret = dlr_secret(elsewhere.kannel)
+    assert secret is not None
+    signed = dlr_signature(secret, job_id)
+    port, path = free_port(), elsewhere.dlr.path
+    async with serving(routes(sqlite_db, elsewhere), port):
+        assert await get(port, path, job=job_id, type="1", sig=signed) == 403
+    assert job_of(sqlite_db)[1] == "queued/0", "a report from elsewhere changed the job"
+    here = elsewhere.model_copy(
+        update={
+            "dlr": elsewhere.dlr.model_copy(update={"allow_from": (ip_network("127.0.0.1/32"),)})
+        }
+    )
+    port = free_port()
+    async with serving(routes(sqlite_db, here), port):
+        assert await get(port, path, job=job_id, type="1", sig=signed, fid="m" * 5000) == 200
+    assert job_of(sqlite_db)[1] == "delivered/1"
+    with sqlite_db.session() as session:
+        report = session.scalars(select(SmsDeliveryReport)).one()
+        assert len(report.detail["fid"]) == 200, "stored report data is bounded"

@@ -75,8 +75,9 @@ def dlr_report(params: dict[str, str]) -> DeliveryReport | None:
         status,  # type: ignore[arg-type]
         gateway_status=f"kannel:{kind}",
         job_id=job,
-        message_id=params.get("fid") or None,
-        detail={k: v for k, v in params.items() if k in ("type", "fid", "reply")},
+        message_id=params.get("fid", "")[:200] or None,
+        # bounded: what a report may store, whatever its size on the wire
+        detail={k: v[:200] for k, v in params.items() if k in ("type", "fid", "reply")},
     )
 
 
