@@ -63,13 +63,9 @@ def asterisk_env(version: str) -> dict[str, str]:
 
 
 def asterisk_pid(version: str) -> int:
-    var = os.environ.get("CONSENT_IVR_VAR", str(REPO / "var"))
-    out = subprocess.run(
-        ["pgrep", "-f", f"{var}/asterisk-{version}/etc/asterisk.conf"],
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return int(out[0])
+    """This instance's pid (from its own pid file: another instance may run beside it)."""
+    var = Path(os.environ.get("CONSENT_IVR_VAR", REPO / "var")).resolve()
+    return int((var / f"asterisk-{version}" / "run" / "asterisk.pid").read_text().split()[0])
 
 
 def start_asterisk(version: str, *, fresh: bool = True) -> dict[str, str]:

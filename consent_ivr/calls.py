@@ -16,6 +16,7 @@ protocol and the flow (consent_ivr.flow):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -41,6 +42,9 @@ from consent_ivr.store.db import Database
 from consent_ivr.store.records import DecisionHook, NewCall, NewRecord, RecordingInfo, Subject
 
 log = logging.getLogger(__name__)
+
+# How long the answer waits for the call's start to be stored (see CallStore.opened).
+OPEN_BEFORE_ANSWER_S = 0.25
 
 DECIDED = {f.Choice.AGREE: "granted", f.Choice.DECLINE: "declined", f.Choice.WITHDRAW: "withdrawn"}
 
@@ -267,6 +271,8 @@ class CallStore:
         self.ids: tuple[str, list[str]] | None = None  # (call_id, record_ids) once stored
         self.recording_name: str | None = setup.recording  # the front sets a snoop's name
         self._opening: asyncio.Task[None] | None = None
+        # One write of this call at a time: each takes the pending evidence it writes.
+        self._writing = asyncio.Lock()
 
     async def prepare(self) -> f.Dialogue:
         """What the call is about: a withdrawal call when the caller has active consents."""
@@ -337,6 +343,15 @@ class CallStore:
         """Store the call's start in the background, so that nothing waits for it."""
         self._opening = asyncio.ensure_future(self._open())
 
+    async def opened(self, patience: float = OPEN_BEFORE_ANSWER_S) -> None:
+        """Until the call's start is stored (or failed to be: the decision retries it), for at
+        most `patience` seconds. A call is answered only then, so that an answered call has its
+        record whatever happens to this process after the answer; when the database is slow (a
+        burst of calls all waiting for it) the caller is not kept ringing for it."""
+        if self._opening:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._opening), patience)
+
     async def _open(self) -> None:
         try:
             call_id, record_ids = await self.db.transaction(self._ensure_open)
@@ -353,6 +368,10 @@ class CallStore:
         evidence pending if it fails."""
         if self._opening:
             await self._opening
+        async with self._writing:
+            await self._write_pending(work)
+
+    async def _write_pending(self, work: Any) -> None:
         batch = list(self.pending)
         opened_before = self.ids
 
@@ -367,6 +386,24 @@ class CallStore:
             self.ids = opened_before  # the insert rolled back with everything else
             raise
         del self.pending[: len(batch)]
+
+    async def flush(self) -> None:
+        """Write the evidence collected so far, ahead of the decision: the decision's
+        transaction, which the caller waits for, then carries only what came after (with
+        many calls deciding at once, each waits for the others' transactions too). A failure
+        keeps the evidence pending for the next write."""
+        if not self.pending:
+            return
+
+        def evidence(session: Session, _call: str, _records: list[str], items: list[Any]) -> None:
+            store.append_evidence(session, items)
+
+        try:
+            await self._write(evidence)
+        except Exception as e:
+            self.log.warning(
+                "could not write the evidence yet (kept for the next write): %s", brief(e)
+            )
 
     async def decide(self, persist: f.Persist) -> str | None:
         """Store a confirmed decision; None when stored, else the error (said as a failure)."""

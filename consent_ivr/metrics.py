@@ -47,6 +47,40 @@ KEYPRESS_TO_PROMPT = Histogram(
     buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0),
     registry=REGISTRY,
 )
+# Where a key's time goes, for the key -> next prompt delay above (wall clock of this host,
+# which Asterisk's event times share): `read` Asterisk's DTMF event to our websocket reader;
+# `queued` the reader to the call's task; `handled` the call's task to the next play request
+# sent (the commit is in it for the decision key); `started` that request to Asterisk's
+# PlaybackStarted. `key` is `menu` or `decision` (the confirmation, which commits first).
+STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+KEYPRESS_STAGE = Histogram(
+    f"{PREFIX}_keypress_stage_seconds",
+    "Parts of the delay from a key to the next prompt: read, queued, handled, started",
+    ["stage", "key"],
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+ARI_REQUEST = Histogram(
+    f"{PREFIX}_ari_request_seconds",
+    "ARI REST requests, from their start (a wait for a connection included) to the answer's "
+    "headers, by method",
+    ["method"],
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+ARI_POOL_WAIT = Histogram(
+    f"{PREFIX}_ari_pool_wait_seconds",
+    "Time an ARI request waited for a free connection of the HTTP client's pool",
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+DB_QUEUE = Histogram(
+    f"{PREFIX}_db_queue_seconds",
+    "Time a database job waited for a thread of its pool (writers: one for SQLite)",
+    ["pool"],
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
 DB_WRITE = Histogram(
     f"{PREFIX}_db_write_seconds",
     "Database write transactions, from their first statement to the commit",
@@ -93,6 +127,10 @@ RATE_LIMITED = Counter(
 def keypress_answered(pressed_at: datetime, prompt_started_at: datetime) -> None:
     """A key the flow acted on, and the start of the prompt that followed it."""
     KEYPRESS_TO_PROMPT.observe(max(0.0, (prompt_started_at - pressed_at).total_seconds()))
+
+
+def keypress_stage(stage: str, key: str, seconds: float) -> None:
+    KEYPRESS_STAGE.labels(stage, key).observe(max(0.0, seconds))
 
 
 @contextlib.contextmanager

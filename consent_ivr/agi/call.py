@@ -128,6 +128,7 @@ class AgiCall:
     async def _do(self, action: f.Action) -> f.Event | None:
         match action:
             case f.Answer():
+                await self.store.opened()
                 return self._gone(await self.channel.command("ANSWER"))
             case f.StartRecording():
                 return await self._start_recording()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 from consent_ivr import flow as f
 from consent_ivr import metrics
 from consent_ivr.api import jsonlog
-from consent_ivr.ari.client import AriClient, AriError, AriEvent, event_time
+from consent_ivr.ari.client import RECEIVED, AriClient, AriError, AriEvent, event_time
 from consent_ivr.calls import (
     CallPrompts,
     CallSetup,
@@ -55,6 +56,21 @@ class CallContext:
     recordings_dir: Path
 
 
+def play_before_stop(actions: list[f.Action]) -> list[f.Action]:
+    """A barge-in (stop the prompt, play the next) sent as "play the next, then stop".
+
+    Asterisk queues a play request behind the channel's running playback, and the stop then
+    starts it at once. Sent the other way round, the request reaches an idle channel, which
+    Asterisk 16 looks at only when a frame arrives (the caller's audio) or, when the caller is
+    silent, after up to 200 ms. What the caller hears is the same."""
+    stops = [a for a in actions if isinstance(a, f.StopPlayback)]
+    first_play = next((i for i, a in enumerate(actions) if isinstance(a, f.Play)), None)
+    if not stops or first_play is None:
+        return actions
+    before = [a for a in actions[: first_play + 1] if not isinstance(a, f.StopPlayback)]
+    return before + stops + [a for a in actions[first_play + 1 :] if a not in stops]
+
+
 class CallSession:
     def __init__(self, ctx: CallContext, start: AriEvent, setup: CallSetup) -> None:
         self.ctx = ctx
@@ -79,6 +95,9 @@ class CallSession:
         self.hung_up = False
         self.interrupted = False
         self.key_at: datetime | None = None  # a key that counted, until the next prompt starts
+        # That key's kind (menu / decision), when its handling began and when the next play
+        # request went out (time.time()): the stages of metrics.KEYPRESS_STAGE.
+        self.key_trace: tuple[str, float, float | None] | None = None
         self.watchdogs: dict[int, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.ari.route(self.channel_id, self.queue)
@@ -153,7 +172,21 @@ class CallSession:
         actions = self.flow.handle(event)
         if self.flow.step is not before:
             self.note("state", {"from": before.value, "to": self.flow.step.value}, step=before)
-        for action in actions:
+            if self.flow.step is f.Step.CHOSEN:
+                # The choice is stated back in full before a key counts again: time to
+                # store the evidence so far, so that the decision's commit is small.
+                self._spawn(self.store.flush())
+        ordered = play_before_stop(actions)
+        if any(isinstance(a, f.Persist) for a in ordered) and any(
+            isinstance(a, f.StopPlayback) for a in ordered
+        ):
+            # The decision's prompt comes after the commit, to a channel that has stopped
+            # playing: silence keeps Asterisk 16 looking at the channel's queue (every 20 ms)
+            # instead of up to 200 ms when the caller sends no audio. Heard: the same silence.
+            # A failure changes nothing (a caller who hung up is noticed by the events).
+            with contextlib.suppress(AriError):
+                await self.ari.start_silence(self.channel_id)
+        for action in ordered:
             await self._do(action)
 
     def note(self, kind: str, data: dict[str, Any], *, at: Any = None, step: Any = None) -> None:
@@ -185,6 +218,7 @@ class CallSession:
             self.note("key", note, at=event_time(ev))
             if note["acted_on"]:
                 self.key_at = event_time(ev)
+                self._trace_key(ev, digit)
             await self._feed(f.KeyPressed(digit))
         elif kind == "PlaybackStarted":
             play = self.playbacks.get(ev["playback"]["id"])
@@ -194,6 +228,11 @@ class CallSession:
                 if self.key_at is not None:
                     metrics.keypress_answered(self.key_at, event_time(ev))
                     self.key_at = None
+                sent = self.key_trace[2] if self.key_trace is not None else None
+                if self.key_trace is not None and sent is not None:
+                    started = event_time(ev).timestamp() - sent
+                    metrics.keypress_stage("started", self.key_trace[0], started)
+                    self.key_trace = None
         elif kind == "PlaybackFinished":
             play = self.playbacks.pop(ev["playback"]["id"], None)
             if play:
@@ -231,6 +270,17 @@ class CallSession:
         elif kind in HANGUP_EVENTS and channel == self.channel_id:
             await self._hung_up(ev)
 
+    def _trace_key(self, ev: AriEvent, digit: str) -> None:
+        """The first stages of an acted-on key: Asterisk -> our reader -> this call's task."""
+        decision = self.flow.step is f.Step.CONFIRM and digit == self.rules.confirm
+        kind = "decision" if decision else "menu"
+        handled = time.time()
+        received = ev.get(RECEIVED, handled)
+        assert self.key_at is not None
+        metrics.keypress_stage("read", kind, received - self.key_at.timestamp())
+        metrics.keypress_stage("queued", kind, handled - received)
+        self.key_trace = (kind, handled, None)
+
     async def _hung_up(self, ev: AriEvent | None = None) -> None:
         if self.hung_up:
             return
@@ -247,6 +297,7 @@ class CallSession:
     async def _do(self, action: f.Action) -> None:
         match action:
             case f.Answer():
+                await self.store.opened()
                 if self.channel.get("state") != "Up":
                     await self._request(self.ari.answer(self.channel_id))
             case f.StartRecording():
@@ -338,6 +389,11 @@ class CallSession:
         patience = WATCHDOG_FACTOR * (prompt.duration_s or 10.0) + WATCHDOG_MARGIN_S
         loop = asyncio.get_running_loop()
         self.watchdogs[play_id] = loop.call_later(patience, self.post, _LostPlayback(play_id))
+        if self.key_trace is not None and self.key_trace[2] is None:
+            kind, handled, _ = self.key_trace
+            sent = time.time()
+            metrics.keypress_stage("handled", kind, sent - handled)
+            self.key_trace = (kind, handled, sent)
         try:
             await self.ari.play(self.channel_id, playback_id, self.ctx.catalog.media(prompt))
         except AriError as e:

@@ -15,25 +15,40 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 
+from consent_ivr import metrics
 from consent_ivr.audio import wav_closed
 
 log = logging.getLogger(__name__)
 
 AriEvent = dict[str, Any]
+# Set on each event by the reader: when it arrived here (time.time()), for the call's
+# key -> prompt figures (consent_ivr.metrics.KEYPRESS_STAGE).
+RECEIVED = "consent_ivr_received"
+# How long a finished call waits for its recording while Asterisk is unreachable (restarting).
+RECORDING_UNREACHABLE_S = 120.0
 
 
 class AriError(Exception):
     """An ARI request failed; `status` is the HTTP status (0 when Asterisk could not be reached)."""
 
     def __init__(self, method: str, path: str, status: int, detail: str) -> None:
+        # Asterisk's error bodies can be whole HTML pages: one short line for the log.
+        detail = " ".join(detail.split())[:300]
         super().__init__(f"ARI {method} {path}: {status} {detail}".strip())
         self.status = status
+
+    @property
+    def transient(self) -> bool:
+        """Asterisk unreachable or unavailable (restarting, shutting down): worth retrying."""
+        return self.status == 0 or self.status >= 500
 
 
 def without_credentials(url: str) -> str:
@@ -68,6 +83,29 @@ def event_target(event: AriEvent) -> str | None:
     return None
 
 
+def _timed_requests() -> aiohttp.TraceConfig:
+    """Measures each request and any wait for a free connection of the pool."""
+
+    async def pool_wait_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.queued = time.perf_counter()
+
+    async def pool_wait_end(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        metrics.ARI_POOL_WAIT.observe(time.perf_counter() - ctx.queued)
+
+    async def request_start(_s: Any, ctx: SimpleNamespace, _p: Any) -> None:
+        ctx.started = time.perf_counter()
+
+    async def request_end(_s: Any, ctx: SimpleNamespace, p: Any) -> None:
+        metrics.ARI_REQUEST.labels(p.method).observe(time.perf_counter() - ctx.started)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_queued_start.append(pool_wait_start)
+    trace.on_connection_queued_end.append(pool_wait_end)
+    trace.on_request_start.append(request_start)
+    trace.on_request_end.append(request_end)
+    return trace
+
+
 class AriClient:
     def __init__(
         self,
@@ -98,7 +136,10 @@ class AriClient:
         running service), the event websocket; returns once connected."""
         connector = aiohttp.TCPConnector(limit=64)
         self._session = aiohttp.ClientSession(
-            headers=self._headers, connector=connector, timeout=self._timeout
+            headers=self._headers,
+            connector=connector,
+            timeout=self._timeout,
+            trace_configs=[_timed_requests()],
         )
         if not events:
             return
@@ -146,7 +187,9 @@ class AriClient:
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
                 try:
-                    self.dispatch(json.loads(msg.data))
+                    event = json.loads(msg.data)
+                    event[RECEIVED] = time.time()
+                    self.dispatch(event)
                 except Exception:  # one bad event must not stop the reader
                     log.exception("could not dispatch an ARI event")
             elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
@@ -218,6 +261,10 @@ class AriClient:
             params["lang"] = lang
         await self.request("POST", f"/channels/{channel_id}/play/{playback_id}", params)
 
+    async def start_silence(self, channel_id: str) -> None:
+        """Play silence until the next playback (which suspends it)."""
+        await self.request("POST", f"/channels/{channel_id}/silence")
+
     async def stop_playback(self, playback_id: str) -> None:
         await self.request("DELETE", f"/playbacks/{playback_id}")
 
@@ -239,18 +286,32 @@ class AriClient:
             "GET", f"/recordings/stored/{name}/file", raw=True
         )
 
-    async def closed_recording(self, name: str, timeout: float) -> bytes | None:
+    async def closed_recording(
+        self, name: str, timeout: float, unreachable_s: float = RECORDING_UNREACHABLE_S
+    ) -> bytes | None:
         """A stored recording once its writer has closed it: MixMonitor closes its file a moment
         after the channel is gone, and only then writes the sizes into the WAV header, so this
-        downloads until the header matches the file. None when it does not in `timeout`."""
+        downloads until the header matches the file. None when it does not in `timeout`.
+        While Asterisk is unreachable or unavailable (a restart: the file stays in its spool)
+        it keeps trying for up to `unreachable_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        give_up = deadline + unreachable_s
+        warned = False
         while True:
             try:
                 data = await self.stored_recording(name)
                 if wav_closed(data):
                     return data
             except AriError as e:
+                if e.transient and loop.time() < give_up:
+                    if not warned:
+                        log.warning("recording %s: %s; trying again", name, e)
+                        warned = True
+                    # once Asterisk is back, the file may still need its moment to close
+                    deadline = loop.time() + timeout
+                    await asyncio.sleep(1.0)
+                    continue
                 if e.status != 404:
                     log.error("could not download recording %s: %s", name, e)
                     return None

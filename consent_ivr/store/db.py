@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -194,8 +195,16 @@ class Database:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the database thread pool, off the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, functools.partial(fn, *args))
+        return await self._in(self._pool, "writers", functools.partial(fn, *args))
+
+    async def _in(self, pool: ThreadPoolExecutor, name: str, fn: Callable[[], T]) -> T:
+        queued = time.perf_counter()
+
+        def timed() -> T:
+            metrics.DB_QUEUE.labels(name).observe(time.perf_counter() - queued)
+            return fn()
+
+        return await asyncio.get_running_loop().run_in_executor(pool, timed)
 
     async def read(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` in a reader thread: for reads only, which must not wait for
@@ -205,8 +214,7 @@ class Database:
             with self.session() as session:
                 return fn(session)
 
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, work)
+        return await self._in(self._readers, "readers", work)
 
     async def transaction(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn(session)`` inside one transaction, off the event loop."""

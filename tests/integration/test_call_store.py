@@ -1,0 +1,84 @@
+"""A call's evidence is written ahead of its decision (CallStore.flush): what the flush wrote is
+on the record before the decision, nothing is written twice, and a flush that fails keeps the
+evidence for the decision's transaction."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from consent_ivr import flow as f
+from consent_ivr.calls import CallSetup, CallStore
+from consent_ivr.config import Config
+from consent_ivr.store import chain
+from consent_ivr.store.db import Database, upgrade
+from consent_ivr.store.records import Subject
+
+pytestmark = pytest.mark.integration
+
+
+def store_for(tmp: Path) -> tuple[CallStore, Database]:
+    url = f"sqlite:///{tmp / 'c.db'}"
+    upgrade(url)
+    config = Config.model_validate({"database": {"url": url}, "sms": {"enabled": False}})
+    db = Database(url)
+    setup = CallSetup(
+        direction="inbound",
+        campaign="default",
+        language="ru",
+        subject=Subject("+79161234567", "caller-id"),
+        channel_id="ch-1",
+        started_at=datetime.now(UTC),
+    )
+    log = logging.LoggerAdapter(logging.getLogger("test"), {})
+    return CallStore(db, config, setup, (), log), db
+
+
+def kinds(db: Database, record_id: str) -> list[str]:
+    with db.session() as session:
+        return [e.kind for e in chain.events_of(session, record_id)]
+
+
+async def test_flush_writes_the_evidence_once_ahead_of_the_decision(tmp_path: Path) -> None:
+    store, db = store_for(tmp_path)
+    await store.prepare()
+    store.open()
+    store.note("prompt", {"prompt": "notice"}, None, f.Step.NOTICE)
+    store.note("key", {"digit": "1"}, None, f.Step.ASK)
+    await store.flush()
+    assert store.ids is not None
+    record = store.ids[1][0]
+    assert kinds(db, record)[-2:] == ["prompt", "key"]
+    assert store.pending == []
+
+    store.note("key", {"digit": "1"}, None, f.Step.CONFIRM)
+    assert await store.decide(f.Persist(0, f.Choice.AGREE)) is None
+    written = kinds(db, record)
+    assert written.count("prompt") == 1 and written.count("key") == 2
+    assert written[-2:] == ["key", "given"]
+    db.close()
+
+
+async def test_a_failed_flush_keeps_the_evidence_for_the_next_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, db = store_for(tmp_path)
+    await store.prepare()
+    store.open()
+    store.note("prompt", {"prompt": "notice"}, None, f.Step.NOTICE)
+
+    def down(_session: object, _items: object) -> None:
+        raise RuntimeError("database down")
+
+    monkeypatch.setattr("consent_ivr.store.records.append_evidence", down)
+    await store.flush()  # logged, not raised
+    assert [e.kind for e in store.pending] == ["prompt"]
+    monkeypatch.undo()
+
+    assert await store.decide(f.Persist(0, f.Choice.AGREE)) is None
+    assert store.ids is not None
+    assert kinds(db, store.ids[1][0])[-2:] == ["prompt", "given"]
+    db.close()
