@@ -14,10 +14,8 @@ an "unexpected BYE".
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -279,17 +277,3 @@ def start(
     ]
     proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return Callers(behaviour, list(numbers), proc, folder)
-
-
-@contextlib.contextmanager
-def calling(*groups: Callers, timeout: float) -> Iterator[list[Callers]]:
-    """Stop every sipp of `groups` at the end of the block, whatever happened."""
-    deadline = time.monotonic() + timeout
-    try:
-        yield list(groups)
-    finally:
-        for g in groups:
-            g.wait(max(deadline - time.monotonic(), 0.1))
-
-
-# READY
