@@ -1,7 +1,7 @@
 """Load figures of the hot path: `GET /v1/consents` at 100,000 stored records, 50 clients at once.
 
     .venv/bin/python bench/api_load.py --database sqlite [--records 100000] [--clients 50]
-        [--seconds 20] [--calls 50 --asterisk 22] [--profile FILE]
+        [--rate R] [--seconds 20] [--calls 50 --asterisk 22] [--profile FILE]
     .venv/bin/python bench/api_load.py --database postgresql ...
 
 Seeds the database once through the store API (open_call, store_decision, finish_call; no
@@ -323,10 +323,17 @@ async def load(
     warmup: float,
     seconds: float,
     path: str = "/v1/consents",
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """`clients` loops, each one request at a time, for warmup + seconds; latencies of the
     measured window only. `path` /healthz measures the floor: the server and these clients
-    without the database."""
+    without the database.
+
+    `rate` 0: a closed loop, each client sends its next request when the answer came (the
+    most the server answers, and latency = clients / throughput). `rate` R: an open loop, R
+    requests a second in all on a fixed schedule shared by the clients, as integrators ask
+    before each contact; each latency counts from when the request was due, so an answer
+    that held the next request back is charged for that wait too."""
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     statuses: Counter[int | str] = Counter()
@@ -335,9 +342,18 @@ async def load(
     timeout = aiohttp.ClientTimeout(total=5)
     connector = aiohttp.TCPConnector(limit=clients)
 
+    interval = clients / rate if rate else 0.0
+    first_due = time.perf_counter()
+
     async def client(n: int) -> None:
         rng = random.Random(n)
-        while (t := time.perf_counter()) and time.monotonic() < stop_at:
+        due = first_due + interval * n / clients
+        while time.monotonic() < stop_at:
+            t = time.perf_counter()
+            if interval:
+                if due > t:
+                    await asyncio.sleep(due - t)
+                t, due = due, due + interval
             params = {"phone": phone_of(rng.randrange(phones)), "purpose": rng.choice(PURPOSES)}
             try:
                 async with http.get(base + path, params=params, headers=headers) as r:
@@ -483,7 +499,14 @@ async def run(args: argparse.Namespace) -> int:
                 await asyncio.sleep(args.ramp)
             cpu0, busy0, t0 = cpu_seconds(process.pid), machine_busy(), time.monotonic()
             result = await load(
-                base, token, total // 2, args.clients, args.warmup, args.seconds, args.path
+                base,
+                token,
+                total // 2,
+                args.clients,
+                args.warmup,
+                args.seconds,
+                args.path,
+                args.rate,
             )
             elapsed = time.monotonic() - t0
             cpu = (cpu_seconds(process.pid) - cpu0) / elapsed
@@ -502,6 +525,7 @@ async def run(args: argparse.Namespace) -> int:
         print(
             f"GET {args.path} on {db.dialect}, {total} records, {args.clients} clients, "
             f"{args.seconds:g}s measured after {args.warmup:g}s warm-up"
+            + (f", offered {args.rate:g} requests/s" if args.rate else ", closed loop")
             + (f", {args.calls} consent calls kept running" if args.calls else "")
         )
         print(
@@ -517,7 +541,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.calls:
             print(f"  calls: {dict(placed)}, ended: {dict(outcomes_since(db, started_at))}")
         if args.json:
-            figures = json.dumps({**result, "cpu": cpu, "records": total})
+            figures = json.dumps({**result, "cpu": cpu, "records": total, "rate": args.rate})
             await asyncio.to_thread(Path(args.json).write_text, figures)
         return 0 if set(result["statuses"]) == {200} else 1
     finally:
@@ -532,6 +556,12 @@ def main() -> int:
     p.add_argument("--database", default="sqlite", help="sqlite, postgresql, or a PostgreSQL URL")
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--clients", type=int, default=50)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="requests/s offered in all (an open loop); 0: each client asks again at once",
+    )
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--calls", type=int, default=0, help="consent calls kept running (Asterisk)")
@@ -551,8 +581,8 @@ def main() -> int:
     if args.serve:
         serve(Path(args.serve))
         return 0
-    if args.seconds > 300 or args.clients > 500:
-        p.error("bounded: at most 300 s and 500 clients")
+    if args.seconds > 300 or args.clients > 500 or args.rate > 20_000:
+        p.error("bounded: at most 300 s, 500 clients and 20,000 requests/s")
     return asyncio.run(run(args))
 
 

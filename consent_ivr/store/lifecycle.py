@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from consent_ivr import durations
@@ -34,7 +35,19 @@ CHANNELS = ("call", "sms")
 DECISIVE = ("given", "refused", "withdrawn", "expired")
 
 
-def expires_at(record: ConsentRecord) -> datetime | None:
+class Decisive(Protocol):
+    """What a record's state is derived from: a ConsentRecord, or a row of its columns."""
+
+    record_id: str
+    kind: str
+    purpose: dict[str, Any]
+    outcome: str | None
+    decided_at: datetime | None
+    status: str | None
+    status_at: datetime | None
+
+
+def expires_at(record: Decisive) -> datetime | None:
     """When a given consent runs out (None: it does not, or it was never given)."""
     validity = (record.purpose or {}).get("validity")
     if record.kind != "consent" or record.decided_at is None or record.outcome != "granted":
@@ -44,7 +57,7 @@ def expires_at(record: ConsentRecord) -> datetime | None:
     return durations.parse(validity).after(utc(record.decided_at))
 
 
-def record_state(record: ConsentRecord, at: datetime) -> str:
+def record_state(record: Decisive, at: datetime) -> str:
     """One record's state: requested, given, refused, withdrawn or expired."""
     status = record.status or "requested"
     if status == "given":
@@ -93,34 +106,59 @@ def consent_records(
     return list(session.scalars(query.order_by(ConsentRecord.started_at.desc())))
 
 
+# What the state of a purpose is derived from: a few columns of the person's records, read
+# without loading whole records (this is the hot path of `GET /v1/consents`).
+_STATE_COLUMNS = select(
+    ConsentRecord.record_id,
+    ConsentRecord.kind,
+    ConsentRecord.purpose_id,
+    ConsentRecord.purpose,
+    ConsentRecord.outcome,
+    ConsentRecord.decided_at,
+    ConsentRecord.status,
+    ConsentRecord.status_at,
+).where(
+    ConsentRecord.pii_principal_id == bindparam("phone"),
+    ConsentRecord.kind == "consent",
+)
+_STATES_ALL = _STATE_COLUMNS.order_by(ConsentRecord.started_at.desc())
+_STATES_ONE = _STATE_COLUMNS.where(ConsentRecord.purpose_id == bindparam("purpose")).order_by(
+    ConsentRecord.started_at.desc()
+)
+
+
 def states(
     session: Session, phone: str, purpose: str | None = None, at: datetime | None = None
 ) -> dict[str, ConsentState]:
     """Per purpose, the person's current state (purposes they have no record of are absent)."""
     at = at or now()
-    by_purpose: dict[str, list[ConsentRecord]] = {}
-    for record in consent_records(session, phone, purpose):
-        if record.purpose_id:
-            by_purpose.setdefault(record.purpose_id, []).append(record)
+    if purpose is None:
+        rows = session.execute(_STATES_ALL, {"phone": phone})
+    else:
+        rows = session.execute(_STATES_ONE, {"phone": phone, "purpose": purpose})
+    by_purpose: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.purpose_id:
+            by_purpose.setdefault(row.purpose_id, []).append(row)
     result = {}
-    for pid, records in by_purpose.items():
-        decisive = [r for r in records if r.status in DECISIVE and r.status_at is not None]
-        latest = max(decisive, key=lambda r: utc(r.status_at), default=None)  # type: ignore[arg-type]
-        ids = tuple(r.record_id for r in records)
+    for pid, found in by_purpose.items():
+        decisive = [r for r in found if r.status in DECISIVE and r.status_at is not None]
+        latest = max(decisive, key=lambda r: utc(r.status_at), default=None)
+        ids = tuple(r.record_id for r in found)
         if latest is None:
             result[pid] = ConsentState(pid, "none", None, None, None, None, ids)
             continue
         state = record_state(latest, at)
         end = expires_at(latest) if latest.status == "given" else None
         # Expired at read time: since the end of its validity; by a purge's event: since then.
-        since = end if state == "expired" and end else utc(latest.status_at)  # type: ignore[arg-type]
+        since = end if state == "expired" and end else utc(latest.status_at)
         result[pid] = ConsentState(
             pid, state, since, latest.record_id, _withdrawal_channel(session, latest), end, ids
         )
     return result
 
 
-def _withdrawal_channel(session: Session, record: ConsentRecord) -> str:
+def _withdrawal_channel(session: Session, record: Decisive) -> str:
     if record.status != "withdrawn":
         return "phone"
     events = chain.events_of(session, record.record_id)
