@@ -19,20 +19,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from consent_ivr import durations
 from consent_ivr.clock import iso, now, utc
 from consent_ivr.store import chain
 from consent_ivr.store.chain import Evidence
-from consent_ivr.store.models import ConsentRecord, ContactAttempt, Suppression
+from consent_ivr.store.models import ConsentEvent, ConsentRecord, ContactAttempt, Suppression
 from consent_ivr.store.records import Decided, DecisionHook
 
 CHANNELS = ("call", "sms")
 DECISIVE = ("given", "refused", "withdrawn", "expired")
+
+
+class Entry(Protocol):
+    """A do-not-contact entry as `register` reads it: a Suppression, or a row of its columns."""
+
+    id: int
+    purpose_id: str | None
+    channel: str
+    source: str
+    reason: str | None
+    by: str | None
+    record_id: str | None
+    created_at: datetime
 
 
 class Decisive(Protocol):
@@ -106,6 +119,14 @@ def consent_records(
     return list(session.scalars(query.order_by(ConsentRecord.started_at.desc())))
 
 
+def core(session: Session) -> Connection:
+    """The session's connection, for a read through Core: a quarter of the cost of the same
+    query through the ORM (the hot path of `GET /v1/consents` runs two). What the session
+    holds unwritten is written first, as an ORM query would do."""
+    session.flush()
+    return session.connection()
+
+
 # What the state of a purpose is derived from: a few columns of the person's records, read
 # without loading whole records (this is the hot path of `GET /v1/consents`).
 _STATE_COLUMNS = select(
@@ -133,9 +154,9 @@ def states(
     """Per purpose, the person's current state (purposes they have no record of are absent)."""
     at = at or now()
     if purpose is None:
-        rows = session.execute(_STATES_ALL, {"phone": phone})
+        rows = core(session).execute(_STATES_ALL, {"phone": phone})
     else:
-        rows = session.execute(_STATES_ONE, {"phone": phone, "purpose": purpose})
+        rows = core(session).execute(_STATES_ONE, {"phone": phone, "purpose": purpose})
     by_purpose: dict[str, list[Any]] = {}
     for row in rows:
         if row.purpose_id:
@@ -158,12 +179,19 @@ def states(
     return result
 
 
+_LAST_WITHDRAWAL = (
+    select(ConsentEvent.data)
+    .where(ConsentEvent.record_id == bindparam("record"), ConsentEvent.kind == "withdrawn")
+    .order_by(ConsentEvent.seq.desc())
+    .limit(1)
+)
+
+
 def _withdrawal_channel(session: Session, record: Decisive) -> str:
     if record.status != "withdrawn":
         return "phone"
-    events = chain.events_of(session, record.record_id)
-    last = next((e for e in reversed(events) if e.kind == "withdrawn"), None)
-    return str(last.data.get("channel", "phone")) if last else "phone"
+    data = core(session).execute(_LAST_WITHDRAWAL, {"record": record.record_id}).scalar()
+    return str(data.get("channel", "phone")) if data else "phone"
 
 
 def active(
@@ -203,8 +231,8 @@ class Permission:
 
 
 def blocking(
-    entries: Iterable[Suppression], purpose: str, channel: str, after: datetime | None = None
-) -> list[Suppression]:
+    entries: Iterable[Entry], purpose: str, channel: str, after: datetime | None = None
+) -> list[Entry]:
     """Of a number's register entries (`register`), those that stop this contact. A person's
     own refusal, withdrawal or STOP gives way to a consent they gave later (`after`); an
     operator's entry never does."""
@@ -219,13 +247,13 @@ def blocking(
 
 def blocking_entries(
     session: Session, phone: str, purpose: str, channel: str, after: datetime | None = None
-) -> list[Suppression]:
+) -> list[Entry]:
     return blocking(register(session, phone), purpose, channel, after)
 
 
 def decide(
     state: ConsentState | None,
-    entries: Iterable[Suppression],
+    entries: Iterable[Entry],
     purpose: str,
     channel: str,
     *,
@@ -273,7 +301,7 @@ def may_contact(
     return decide(state, register(session, phone), purpose, channel, asking=asking)
 
 
-def describe(entry: Suppression) -> str:
+def describe(entry: Entry) -> str:
     what = {
         "refused": "refused",
         "withdrawn": "withdrew consent",
@@ -429,15 +457,16 @@ def store_phone_withdrawal(
     )
 
 
-def register(session: Session, phone: str) -> list[Suppression]:
+_REGISTER = (
+    select(Suppression.__table__)
+    .where(Suppression.phone == bindparam("phone"), Suppression.lifted_at.is_(None))
+    .order_by(Suppression.created_at.desc())
+)
+
+
+def register(session: Session, phone: str) -> list[Entry]:
     """The number's do-not-contact entries still in force, newest first."""
-    return list(
-        session.scalars(
-            select(Suppression)
-            .where(Suppression.phone == phone, Suppression.lifted_at.is_(None))
-            .order_by(Suppression.created_at.desc())
-        )
-    )
+    return cast(list[Entry], core(session).execute(_REGISTER, {"phone": phone}).all())
 
 
 def suppressed(
