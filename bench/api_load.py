@@ -1,7 +1,7 @@
 """Load figures of the hot path: `GET /v1/consents` at 100,000 stored records, 50 clients at once.
 
     .venv/bin/python bench/api_load.py --database sqlite [--records 100000] [--clients 50]
-        [--rate R] [--seconds 20] [--calls 50 --asterisk 22] [--profile FILE]
+        [--rate R] [--seconds 20] [--calls 50 --asterisk 22] [--profile FILE] [--direct N]
     .venv/bin/python bench/api_load.py --database postgresql ...
 
 Seeds the database once through the store API (open_call, store_decision, finish_call; no
@@ -444,6 +444,55 @@ def outcomes_since(db: Database, since: datetime) -> Counter[str]:
     return Counter(str(o) for o in rows)
 
 
+# ---- in process --------------------------------------------------------------------------------
+
+
+def direct(db: Database, config: Config, phones: int, n: int) -> None:
+    """The answer's database work alone, in this process: `consent_status` in a session
+    against its baseline, the same two queries sent straight through the driver."""
+    from sqlalchemy import text
+
+    from consent_ivr.api import services
+    from consent_ivr.store import lifecycle
+
+    rng = random.Random(1)
+    asks = [(phone_of(rng.randrange(phones)), rng.choice(PURPOSES)) for _ in range(n)]
+
+    def answer(phone: str, purpose: str) -> None:
+        with db.session() as s:
+            services.consent_status(s, config, phone, purpose, now())
+
+    compiled = [
+        q.compile(dialect=db.engine.dialect) for q in (lifecycle._STATES_ONE, lifecycle._REGISTER)
+    ]
+    fixed = [c.construct_params({"phone": "", "purpose": ""}) for c in compiled]
+
+    def baseline(phone: str, purpose: str) -> None:
+        with db.engine.connect() as c:
+            cursor = c.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            for query, params in zip(compiled, fixed, strict=True):
+                args: Any = {**params, "phone": phone, "purpose": purpose}
+                if query.positiontup is not None:  # SQLite's ? placeholders
+                    args = tuple(args[k] for k in query.positiontup)
+                cursor.execute(str(query), args)
+                cursor.fetchall()
+            c.execute(text("SELECT 1"))  # the same transaction shape: begin, reads, end
+
+    def timed(fn: Any) -> float:
+        for phone, purpose in asks[:200]:
+            fn(phone, purpose)
+        start = time.perf_counter()
+        for phone, purpose in asks:
+            fn(phone, purpose)
+        return (time.perf_counter() - start) / n * 1e6
+
+    ours, raw = timed(answer), timed(baseline)
+    print(
+        f"consent_status on {db.dialect}, {n} answers in one thread: {ours:.0f} µs each; the "
+        f"same queries through the driver alone: {raw:.0f} µs (ratio {ours / raw:.2f})"
+    )
+
+
 # ---- main -------------------------------------------------------------------------------------
 
 
@@ -462,6 +511,9 @@ async def run(args: argparse.Namespace) -> int:
         total = count(db)
         if args.seed_only:
             print(f"{total} records in {db.dialect}")
+            return 0
+        if args.direct:
+            direct(db, Config.model_validate(data), total // 2, args.direct)
             return 0
         from consent_ivr.api import tokens
 
@@ -571,6 +623,13 @@ def main() -> int:
     p.add_argument("--profile", help="cProfile the service into this file")
     p.add_argument("--json", help="also write the figures here")
     p.add_argument("--seed-only", action="store_true", help="seed the database, then stop")
+    p.add_argument(
+        "--direct",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time N answers' database work in this process (no HTTP), against raw queries",
+    )
     p.add_argument(
         "--path",
         default="/v1/consents",
