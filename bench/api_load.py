@@ -265,7 +265,8 @@ def serve(config_file: Path) -> None:
             return
         db = Database(config.database.url)
         app = http.make_app(config, db, hooks=decision_hooks(config))
-        runner = await http.serve(app, config.http.host, config.http.port)
+        # As `consent-ivr api` does: several such processes share the port.
+        runner = await http.serve(app, config.http.host, config.http.port, reuse_port=True)
         await stop.wait()
         await runner.cleanup()
         db.close()
@@ -285,19 +286,22 @@ def start_service(data: dict[str, Any], profile: str | None) -> subprocess.Popen
 
 
 async def wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until `process` itself answers /healthz (each try a new connection, which the kernel
+    may hand to any process sharing the port)."""
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as http:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(f"the service exited ({process.returncode})")
             try:
                 async with http.get(base + "/healthz") as r:
-                    if r.status == 200:
+                    if r.status == 200 and (await r.json()).get("pid") == process.pid:
                         return
             except aiohttp.ClientError:
                 pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError("the service did not answer /healthz")
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"the service (pid {process.pid}) did not answer /healthz")
 
 
 def machine_busy() -> float:
@@ -305,6 +309,10 @@ def machine_busy() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / TICK
+
+
+def service_cpu(processes: list[subprocess.Popen[bytes]]) -> float:
+    return sum(cpu_seconds(p.pid) for p in processes)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -538,9 +546,12 @@ async def run(args: argparse.Namespace) -> int:
 
             await asyncio.to_thread(Catalog(Config.model_validate(data)).build)
         base = f"http://127.0.0.1:{port}"
-        process = start_service(data, args.profile)
+        processes = [start_service(data, args.profile)]
         try:
-            await wait_ready(base, process)
+            await wait_ready(base, processes[0])
+            for _ in range(args.processes - 1):
+                processes.append(start_service(data, None))
+                await wait_ready(base, processes[-1])
             stop = asyncio.Event()
             calls = None
             started_at = now()
@@ -549,7 +560,7 @@ async def run(args: argparse.Namespace) -> int:
                     keep_calls(ari_env, Config.model_validate(data), args.calls, stop)
                 )
                 await asyncio.sleep(args.ramp)
-            cpu0, busy0, t0 = cpu_seconds(process.pid), machine_busy(), time.monotonic()
+            cpu0, busy0, t0 = service_cpu(processes), machine_busy(), time.monotonic()
             result = await load(
                 base,
                 token,
@@ -561,7 +572,7 @@ async def run(args: argparse.Namespace) -> int:
                 args.rate,
             )
             elapsed = time.monotonic() - t0
-            cpu = (cpu_seconds(process.pid) - cpu0) / elapsed
+            cpu = (service_cpu(processes) - cpu0) / elapsed
             busy = (machine_busy() - busy0) / elapsed
             placed: Counter[str] = Counter()
             if calls is not None:
@@ -569,15 +580,18 @@ async def run(args: argparse.Namespace) -> int:
                 placed = await calls
                 await asyncio.sleep(20)  # let the last calls end
         finally:
-            process.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            for process in processes:
+                process.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
         print(
             f"GET {args.path} on {db.dialect}, {total} records, {args.clients} clients, "
             f"{args.seconds:g}s measured after {args.warmup:g}s warm-up"
             + (f", offered {args.rate:g} requests/s" if args.rate else ", closed loop")
+            + (f", {args.processes} API processes" if args.processes > 1 else "")
             + (f", {args.calls} consent calls kept running" if args.calls else "")
         )
         print(
@@ -587,7 +601,7 @@ async def run(args: argparse.Namespace) -> int:
             f"{result['statuses']}"
         )
         print(
-            f"  service CPU: {cpu * 100:.0f}% of one core; the whole machine busy "
+            f"  service CPU (all its processes): {cpu * 100:.0f}% of one core; the machine busy "
             f"{busy * 100:.0f}% of one core ({os.cpu_count()} cores here)"
         )
         if args.calls:
@@ -616,6 +630,12 @@ def main() -> int:
     )
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="API processes sharing the port, as `consent-ivr api` (without --calls)",
+    )
     p.add_argument("--calls", type=int, default=0, help="consent calls kept running (Asterisk)")
     p.add_argument("--ramp", type=float, default=15.0, help="seconds for the calls to start")
     p.add_argument("--asterisk", default="22")
@@ -640,8 +660,10 @@ def main() -> int:
     if args.serve:
         serve(Path(args.serve))
         return 0
-    if args.seconds > 300 or args.clients > 500 or args.rate > 20_000:
-        p.error("bounded: at most 300 s, 500 clients and 20,000 requests/s")
+    if args.processes > 1 and args.calls:
+        p.error("--processes: the web app alone (the service with calls does not share its port)")
+    if args.seconds > 300 or args.clients > 500 or args.rate > 20_000 or args.processes > 8:
+        p.error("bounded: at most 300 s, 500 clients, 20,000 requests/s and 8 processes")
     return asyncio.run(run(args))
 
 

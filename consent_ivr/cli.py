@@ -29,6 +29,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from consent_ivr.service import serve_api
+
+    conf = config_of(args)
+    asyncio.run(serve_api(conf, args.port or conf.http.port))
+    return 0
+
+
 def cmd_sms_worker(args: argparse.Namespace) -> int:
     from consent_ivr.sms.worker import main as worker_main
 
@@ -565,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     sub.add_parser("run", help="run the ARI service").set_defaults(fn=cmd_run)
+    ap = sub.add_parser(
+        "api",
+        help="answer the HTTP API without taking calls (several share one port)",
+    )
+    ap.add_argument("--port", type=int, default=0, help="default: http.port")
+    ap.set_defaults(fn=cmd_api)
     sub.add_parser("sms-worker", help="run the SMS confirmation worker").set_defaults(
         fn=cmd_sms_worker
     )

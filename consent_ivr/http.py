@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -63,16 +64,20 @@ def make_app(
     *,
     consent_app: ConsentApp | None = None,
     hooks: Sequence[DecisionHook] = (),
+    takes_calls: bool = True,
 ) -> web.Application:
     """The web app of a service whose database is `db` and whose calls `consent_app` takes
-    (None: a process that serves the API without taking calls)."""
+    (None: a process that serves the API without taking calls). A process that is not meant
+    to take calls (`takes_calls` false: `consent-ivr api`) is ready without ARI."""
     from consent_ivr.api import http as api_http
     from consent_ivr.console import http as console_http
 
     app = web.Application(middlewares=[measured])
     audio_dir = config.prompts.audio_dir.resolve()
     audio_dir.mkdir(parents=True, exist_ok=True)
-    svc = Services(config, config.api, db, consent_app.ari if consent_app else None, hooks)
+    svc = Services(
+        config, config.api, db, consent_app.ari if consent_app else None, hooks, takes_calls
+    )
     audit = AuditLog(db, config.api.audit_flush_s)
 
     async def background(_app: web.Application) -> AsyncIterator[None]:
@@ -87,10 +92,11 @@ def make_app(
     app.cleanup_ctx.append(background)
 
     async def health(_request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+        # The pid tells which of the processes sharing a port answered.
+        return web.json_response({"status": "ok", "pid": os.getpid()})
 
     async def ready(_request: web.Request) -> web.Response:
-        checks = await readiness(config, db, consent_app)
+        checks = await readiness(config, db, consent_app, ari=takes_calls)
         ok = all(c["ok"] for c in checks.values())
         return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
@@ -119,10 +125,14 @@ def make_app(
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
+async def serve(
+    app: web.Application, host: str, port: int, *, reuse_port: bool = False
+) -> web.AppRunner:
+    """Listen on host:port. With `reuse_port`, several processes that all set it share the
+    port, and the kernel spreads the connections among them."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
     return runner
 
 
@@ -130,11 +140,12 @@ async def serve(app: web.Application, host: str, port: int) -> web.AppRunner:
 
 
 async def readiness(
-    config: Config, db: Database, consent_app: ConsentApp | None
+    config: Config, db: Database, consent_app: ConsentApp | None, *, ari: bool = True
 ) -> dict[str, dict[str, object]]:
-    """Each part the service needs to take a call, checked at once, each within its time."""
+    """Each part the service needs to take a call (without `ari`: to answer the API),
+    checked at once, each within its time."""
 
-    async def ari() -> str:
+    async def ari_check() -> str:
         if consent_app is None:
             raise RuntimeError("this process runs no ARI app")
         client = consent_app.ari
@@ -152,11 +163,13 @@ async def readiness(
         return f"{folder} writable"
 
     checks: dict[str, Check] = {
-        "ari": ari,
+        "ari": ari_check,
         "database": database,
         "recordings": recordings,
         "sms_gateway": lambda: sms_gateway(config),
     }
+    if not ari:
+        del checks["ari"]
     timeout = config.api.ready_timeout_s
     results = await asyncio.gather(
         *(asyncio.wait_for(check(), timeout) for check in checks.values()),

@@ -141,6 +141,35 @@ def _report_worker_end(task: asyncio.Task[None]) -> None:
         log.error("the SMS worker stopped: %s", task.exception())
 
 
+async def serve_api(config: Config, port: int) -> None:
+    """The web app alone (API, console, metrics, gateway callbacks), taking no calls, until
+    SIGINT or SIGTERM. Its port is shared (SO_REUSEPORT) with every other `consent-ivr api`
+    on it, so more processes answer more requests."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    os.umask(0o077)
+    db = dbm.Database(config.database.url)
+    try:
+        hooks = decision_hooks(config)
+        app = http.make_app(config, db, sms_routes(config, db), hooks=hooks, takes_calls=False)
+        runner = await http.serve(app, config.http.host, port, reuse_port=True)
+        try:
+            log.info(
+                "consent-ivr api on %s:%d (pid %d), database %s",
+                config.http.host,
+                port,
+                os.getpid(),
+                db.dialect,
+            )
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        db.close()
+
+
 async def serve_forever(config: Config) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -82,6 +82,7 @@ class Services:
     db: Database
     ari: AriClient | None = None
     hooks: Sequence[DecisionHook] = field(default_factory=tuple)
+    takes_calls: bool = True  # False: `consent-ivr api`, which places no calls
 
 
 def json_response(doc: Any, status: int = 200) -> web.Response:
@@ -437,6 +438,13 @@ class Api:
             reasons = "; ".join(f"{r['purpose']}: {r['reason']}" for r in refused)
             raise Problem(409, "not-allowed", f"not calling: {reasons}", refusals=refused)
         ari = self.svc.ari
+        if not self.svc.takes_calls:
+            raise Problem(
+                503,
+                "unavailable",
+                "this process answers the API but places no calls (consent-ivr api): send "
+                "POST /v1/calls to the service that takes the calls (consent-ivr run)",
+            )
         if ari is None or not ari.connected.is_set():
             raise Problem(
                 503, "unavailable", "Asterisk (ARI) is not connected", headers={"Retry-After": "5"}

@@ -298,6 +298,7 @@ class ProblemDetails(BaseModel):
 
 class Health(_Out):
     status: Literal["ok"]
+    pid: int  # which of the processes sharing the port answered
 
 
 class Check(_Out):

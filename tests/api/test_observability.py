@@ -8,6 +8,7 @@ import contextvars
 import io
 import json
 import logging
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -90,7 +91,7 @@ async def test_metrics_read_the_database_when_scraped(site: Site) -> None:
 
 async def test_healthz_and_readyz_name_the_failing_part(site: Site, tmp_path: Path) -> None:
     status, _, body = await site.call("GET", "/healthz")
-    assert (status, body) == (200, {"status": "ok"})
+    assert (status, body) == (200, {"status": "ok", "pid": os.getpid()})
     status, _, body = await site.call("GET", "/readyz")
     assert status == 503 and body["ready"] is False
     checks = body["checks"]

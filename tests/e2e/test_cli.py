@@ -97,6 +97,7 @@ class Run:
     rebuild: subprocess.CompletedProcess[str]
     check: subprocess.CompletedProcess[str]
     health: dict[str, Any]
+    pid: int  # the service process
     rows: list[dict[str, Any]]
     view: dict[str, Any]
     shown: subprocess.CompletedProcess[str]
@@ -249,6 +250,7 @@ def _serve(
         rebuild=rebuild,
         check=check,
         health=health,
+        pid=proc.pid if proc is not None else 0,
         rows=rows,
         view=view,
         shown=shown,
@@ -280,7 +282,7 @@ def test_prompts_build_through_the_cli(served: Run) -> None:
 
 
 def test_service_answers_health(served: Run) -> None:
-    assert served.health == {"status": "ok"}
+    assert served.health == {"status": "ok", "pid": served.pid}
 
 
 def test_records_lists_the_call(served: Run) -> None:
