@@ -1,6 +1,6 @@
 """`consent-ivr api`: processes that answer the HTTP API without taking calls, several on one
 port (SO_REUSEPORT), on a real SQLite database; the record they answer about is written with
-the store API, as a call would."""
+the store API, as a call would (the helper of the lifecycle commands' tests)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,9 @@ import pytest
 import yaml
 
 from consent_ivr.config import Config
-from consent_ivr.store import records
 from consent_ivr.store.db import Database, upgrade
-from consent_ivr.store.records import NewCall, NewRecord, Subject
 from tests.conftest import free_port
+from tests.integration.test_cli_lifecycle import decided
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -53,27 +51,6 @@ def post(url: str, token: str, body: dict[str, Any]) -> tuple[int, Any]:
         return e.code, json.load(e)
 
 
-def given_consent(db: Database) -> str:
-    conf = Config()
-    at = datetime.now(UTC) - timedelta(hours=1)
-    new = NewCall(
-        "ch",
-        "inbound",
-        "default",
-        "ru",
-        "RU",
-        conf.campaigns["default"].controller_view("ru"),
-        at,
-        Subject(PHONE, "caller-id", PHONE, "100"),
-    )
-    snapshot = conf.purpose_snapshot("default", PURPOSE, "ru")
-    with db.session() as s:
-        call_id, [record_id] = records.open_call(s, new, [NewRecord("consent", snapshot)])
-        records.store_decision(s, record_id, "granted", at + timedelta(seconds=40))
-        records.finish_call(s, call_id, {record_id: "granted"}, at + timedelta(minutes=1), [], None)
-    return record_id
-
-
 def test_several_api_processes_share_one_port(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'consent.db'}"
     upgrade(url)
@@ -98,7 +75,7 @@ def test_several_api_processes_share_one_port(tmp_path: Path) -> None:
     }
     db = Database(url)
     try:
-        record_id = given_consent(db)
+        record_id = decided(db, "granted", PHONE)  # a consent given 48 hours ago
     finally:
         db.close()
     made = subprocess.run(
