@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session
 
 from consent_ivr.clock import iso, utc
@@ -107,6 +107,7 @@ def lock(session: Session) -> LedgerHead:
     if session.info.get(_LOCKED) is not transaction or transaction is None:
         session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq))
         session.info[_LOCKED] = transaction
+        _read_again_under_lock(session)
         head = session.get(LedgerHead, 1, populate_existing=True)
     else:
         head = session.get(LedgerHead, 1)
@@ -115,6 +116,24 @@ def lock(session: Session) -> LedgerHead:
         session.add(head)
         session.flush()
     return head
+
+
+# A record's columns that change only with an event appended under the ledger lock.
+_UNDER_LOCK = ("head_seq", "head_hash", "status", "status_at")
+
+
+def _read_again_under_lock(session: Session) -> None:
+    """Records this transaction read before it took the lock may be behind: another
+    transaction (the SMS worker's `sms_sent`, a STOP's withdrawal, a CLI command in another
+    process) can append to them and commit in between. Their chain columns are read again
+    when next used, unless this transaction changed them itself."""
+    for obj in list(session.identity_map.values()):
+        if not isinstance(obj, ConsentRecord):
+            continue
+        state = inspect(obj)
+        behind = [a for a in _UNDER_LOCK if not state.attrs[a].history.has_changes()]
+        if state.persistent and behind:
+            session.expire(obj, behind)
 
 
 def append(session: Session, items: Iterable[tuple[str, Evidence]]) -> list[ConsentEvent]:

@@ -14,6 +14,7 @@ from consent_ivr.sms.config import SmsConfig
 from consent_ivr.sms.models import SmsJob
 from consent_ivr.sms.outbox import decision_hook
 from consent_ivr.store import chain, lifecycle, records
+from consent_ivr.store.chain import Evidence
 from consent_ivr.store.db import Database
 from consent_ivr.store.models import ConsentRecord, Suppression
 from consent_ivr.store.records import NewCall, NewRecord, Subject
@@ -181,6 +182,29 @@ def test_operator_withdrawal_is_an_event_and_a_register_entry(database: Database
     assert (found.channel, found.since) == ("operator", at(5))
     assert withdraw(database, 7) == [], "nothing left to withdraw"
     assert [e.kind for e in events(database, record_id)].count("withdrawn") == 1
+
+
+def test_a_withdrawal_follows_what_was_appended_while_it_waited(database: Database) -> None:
+    """A withdrawal read the record, then another transaction appended to it and committed
+    (the SMS worker's `sms_sent`, a STOP): the withdrawal goes after that event, and a record
+    withdrawn meanwhile is not withdrawn twice."""
+    [record_id] = call(database, (OFFERS, "granted"))
+    with database.session() as s:
+        targets = lifecycle.active(s, PHONE, None, at(5))
+        with database.session() as other:
+            chain.append(other, [(record_id, Evidence(at(4), "sms_sent", None, {"id": "j1"}))])
+        done = lifecycle.withdraw(s, targets, at(5), channel="operator", by="Anna")
+    assert [r.record_id for r in done] == [record_id]
+    written = events(database, record_id)
+    assert [e.kind for e in written][-2:] == ["sms_sent", "withdrawn"]
+    assert chain.chain_problems(record_id, written) == []
+
+    [again] = call(database, (OFFERS, "granted"), t=6)
+    with database.session() as s:
+        targets = lifecycle.active(s, PHONE, None, at(8))
+        assert withdraw(database, 7) == [again]  # by another channel, meanwhile
+        assert lifecycle.withdraw(s, targets, at(8), channel="operator", by="Anna") == []
+    assert [e.kind for e in events(database, again)].count("withdrawn") == 1
 
 
 def test_withdraw_one_of_two_purposes(database: Database) -> None:
