@@ -27,7 +27,6 @@ from tests.conftest import free_port
 from tests.e2e.conftest import (
     assert_evidence,
     asterisk_env,
-    asterisk_script,
     e2e_config,
     keys,
     prompts,
@@ -225,23 +224,3 @@ async def test_postgresql_down_at_the_end_of_a_call_loses_nothing(
     assert v["outcome"] == "granted" and v["status"] == "given"
     assert prompts(v)[-2:] == ["recorded_agree", "goodbye"]
     assert_evidence(v)  # the recording too: kept on Asterisk until its row was committed
-
-
-# ---- Asterisk restarts mid-call -----------------------------------------------------------------
-
-
-async def test_asterisk_restarted_mid_call(e2e_prompts_built: None, tmp_path: Path) -> None:
-    conf = e2e_config(asterisk_env("16"), f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
-    async with running(conf, sms_worker=False) as svc:
-        channel = await call(svc)
-        await asyncio.sleep(3)  # during the purpose statement
-        await asyncio.to_thread(asterisk_script, "stop", "16")
-        await asyncio.to_thread(asterisk_script, "start", "16")
-        v = await wait_for_record(svc.db, channel, 120)
-        assert v["outcome"] in ("abandoned", "failed")
-        assert v["integrity"]["chain_ok"]
-        assert prompts(v)[:1] == ["notice"], "the partial evidence is kept"
-        await until(lambda: asyncio.sleep(0, result=svc.app.ari.connected.is_set()), 30, "ARI")
-        after = await wait_for_record(svc.db, await call(svc), 120)
-    assert after["outcome"] == "granted"
-    assert_evidence(after)
