@@ -145,10 +145,7 @@ async def serve_api(config: Config, port: int) -> None:
     """The web app alone (API, console, metrics, gateway callbacks), taking no calls, until
     SIGINT or SIGTERM. Its port is shared (SO_REUSEPORT) with every other `consent-ivr api`
     on it, so more processes answer more requests."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     os.umask(0o077)
     db = dbm.Database(config.database.url)
     try:
@@ -170,11 +167,17 @@ async def serve_api(config: Config, port: int) -> None:
         db.close()
 
 
-async def serve_forever(config: Config) -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (call from the running loop)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def serve_forever(config: Config) -> None:
+    stop = stop_on_signals()
     async with running(config):
         await stop.wait()
         log.info("stopping")
