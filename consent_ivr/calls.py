@@ -354,7 +354,7 @@ class CallStore:
 
     async def _open(self) -> None:
         try:
-            call_id, record_ids = await self.db.transaction(self._ensure_open)
+            call_id, record_ids = await self.db.batched(self._ensure_open)
             # In this call's task (the transaction ran in a database thread).
             jsonlog.bind(call_id=call_id, record_id=",".join(record_ids))
         except Exception as e:
@@ -363,15 +363,15 @@ class CallStore:
                 "could not store the call start (will retry with the decision): %s", brief(e)
             )
 
-    async def _write(self, work: Any) -> None:
+    async def _write(self, work: Any, *, later: bool = False) -> None:
         """Write the pending evidence and `work`'s changes in one transaction; keep the
-        evidence pending if it fails."""
+        evidence pending if it fails. `later`: nobody waits for it (see Database.batched)."""
         if self._opening:
             await self._opening
         async with self._writing:
-            await self._write_pending(work)
+            await self._write_pending(work, later)
 
-    async def _write_pending(self, work: Any) -> None:
+    async def _write_pending(self, work: Any, later: bool = False) -> None:
         batch = list(self.pending)
         opened_before = self.ids
 
@@ -381,7 +381,7 @@ class CallStore:
             work(session, call_id, record_ids, items)
 
         try:
-            await self.db.transaction(tx)
+            await self.db.batched(tx, later=later)
         except Exception:
             self.ids = opened_before  # the insert rolled back with everything else
             raise
@@ -438,7 +438,7 @@ class CallStore:
             store.finish_call(session, call_id, by_record, ended, items, recording)
 
         try:
-            await self._write(work)
+            await self._write(work, later=True)
         except Exception as e:
             self.log.error(
                 "could not store the end of the call (outcomes %s): %s; journaling it",

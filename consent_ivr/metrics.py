@@ -87,6 +87,12 @@ DB_WRITE = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     registry=REGISTRY,
 )
+DB_BATCH = Histogram(
+    f"{PREFIX}_db_batch_writes",
+    "Calls' writes committed together in one transaction (group commit)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+    registry=REGISTRY,
+)
 ARI_RECONNECTS = Counter(
     f"{PREFIX}_ari_reconnects", "ARI websocket reconnections after a drop", registry=REGISTRY
 )

@@ -27,13 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import inspect, select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from consent_ivr.clock import iso, utc
 from consent_ivr.store.models import ConsentEvent, ConsentRecord, LedgerHead
@@ -98,24 +101,19 @@ def commitment(salt: str, personal: dict[str, Any]) -> str:
 
 
 _LOCKED = "consent_ivr.ledger_locked"
+_HEAD = cast(Table, LedgerHead.__table__)
+_EVENTS = cast(Table, ConsentEvent.__table__)
+_RECORDS = cast(Table, ConsentRecord.__table__)
 
 
-def lock(session: Session) -> LedgerHead:
-    """Take the ledger lock (see the module docstring) and return the head row. Once per
-    transaction: the lock is held until it ends."""
+def lock(session: Session) -> None:
+    """Take the ledger lock (see the module docstring). Once per transaction: the lock is held
+    until it ends."""
     transaction = session.get_transaction()
     if session.info.get(_LOCKED) is not transaction or transaction is None:
-        session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq))
+        session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
         session.info[_LOCKED] = transaction
         _read_again_under_lock(session)
-        head = session.get(LedgerHead, 1, populate_existing=True)
-    else:
-        head = session.get(LedgerHead, 1)
-    if head is None:  # the first event of a new database
-        head = LedgerHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
-    return head
 
 
 # A record's columns that change only with an event appended under the ledger lock.
@@ -128,6 +126,9 @@ def _read_again_under_lock(session: Session) -> None:
     process) can append to them and commit in between. Their chain columns are read again
     when next used, unless this transaction changed them itself."""
     for obj in list(session.identity_map.values()):
+        if isinstance(obj, LedgerHead):
+            session.expire(obj)
+            continue
         if not isinstance(obj, ConsentRecord):
             continue
         state = inspect(obj)
@@ -136,48 +137,171 @@ def _read_again_under_lock(session: Session) -> None:
             session.expire(obj, behind)
 
 
-def append(session: Session, items: Iterable[tuple[str, Evidence]]) -> list[ConsentEvent]:
-    """Append events to their records' chains and to the ledger, in the order given."""
+_DEFERRED = "consent_ivr.ledger_deferred"
+
+
+def append(session: Session, items: Iterable[tuple[str, Evidence]]) -> None:
+    """Append events to their records' chains and to the ledger, in the order given (inside
+    `deferred`, at its end)."""
+    queue = session.info.get(_DEFERRED)
+    if queue is not None:
+        queue.add(items)
+        return
     batch = list(items)
-    if not batch:
-        return []
-    ledger = lock(session)
-    seq, prev = ledger.seq, ledger.hash
-    records: dict[str, ConsentRecord] = {}
-    written = []
+    if batch:
+        lock(session)
+        _write(session, batch)
+
+
+class Deferred:
+    """The events appended inside `deferred`, in order. A lifecycle event shows on its
+    record's object at once (a withdrawal later in the batch must see the consent withdrawn);
+    `undo` takes back the events appended since a `mark`, and those states with them."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.events: list[tuple[str, Evidence]] = []
+
+    def add(self, items: Iterable[tuple[str, Evidence]]) -> None:
+        for record_id, ev in items:
+            self.events.append((record_id, ev))
+            if ev.kind in LIFECYCLE:
+                self._show(record_id, ev.kind, utc(ev.at))
+
+    def mark(self) -> int:
+        return len(self.events)
+
+    def undo(self, mark: int) -> None:
+        undone = {record_id for record_id, _ in self.events[mark:]}
+        del self.events[mark:]
+        for record_id in undone:
+            latest = [ev for r, ev in self.events if r == record_id and ev.kind in LIFECYCLE]
+            if latest:
+                self._show(record_id, latest[-1].kind, utc(latest[-1].at))
+            elif (record := self._held(record_id)) is not None:
+                self.session.expire(record, ["status", "status_at"])
+
+    def _held(self, record_id: str) -> ConsentRecord | None:
+        return cast(
+            "ConsentRecord | None",
+            self.session.identity_map.get(identity_key(ConsentRecord, record_id)),
+        )
+
+    def _show(self, record_id: str, status: str, at: datetime) -> None:
+        record = self._held(record_id)
+        if record is not None:
+            set_committed_value(record, "status", status)
+            set_committed_value(record, "status_at", at)
+
+
+@contextmanager
+def deferred(session: Session) -> Iterator[Deferred]:
+    """Appends inside this block are queued, and written together when it ends, in the order
+    they were made (the group commit of consent_ivr.store.db: one INSERT for the events of
+    all the calls in the batch). A caller that rolls back part of its work (a savepoint)
+    takes that part's events back with `Deferred.undo`."""
+    queue = Deferred(session)
+    session.info[_DEFERRED] = queue
+    try:
+        yield queue
+    finally:
+        del session.info[_DEFERRED]
+    if queue.events:
+        lock(session)
+        _write(session, queue.events)
+
+
+_LEDGER_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+_SET_LEDGER_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
+_RECORD_HEADS = select(_RECORDS.c.record_id, _RECORDS.c.head_seq, _RECORDS.c.head_hash)
+_INSERT_EVENTS = insert(_EVENTS)
+_SET_HEAD = (
+    update(_RECORDS)
+    .where(_RECORDS.c.record_id == bindparam("rid"))
+    .values(head_seq=bindparam("hseq"), head_hash=bindparam("hhash"))
+)
+_SET_HEAD_AND_STATUS = _SET_HEAD.values(status=bindparam("st"), status_at=bindparam("st_at"))
+
+
+def _write(session: Session, batch: list[tuple[str, Evidence]]) -> None:
+    """The rows are written with plain INSERT and UPDATE statements (executemany), not through
+    the ORM's unit of work: a call writes some 25 events, and that was most of what a call
+    cost the service. The heads are read from the database under the lock, and the record
+    and ledger-head objects this session holds are given the new values, so ORM code later in
+    the transaction sees what was written."""
+    session.flush()  # records added through the ORM exist before their events
+    conn = session.connection()
+    ledger = conn.execute(_LEDGER_HEAD).first()
+    if ledger is None:  # a database whose head row was removed: the ledger starts again
+        conn.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
+    seq, prev = ledger if ledger is not None else (0, GENESIS)
+    ids = list(dict.fromkeys(record_id for record_id, _ in batch))
+    heads: dict[str, list[Any]] = {}
+    for chunk in range(0, len(ids), 500):
+        wanted = _RECORDS.c.record_id.in_(ids[chunk : chunk + 500])
+        for rid, hseq, hhash in conn.execute(_RECORD_HEADS.where(wanted)):
+            heads[rid] = [hseq or 0, hhash or GENESIS, None, None]
+    rows = []
     for record_id, ev in batch:
-        record = records.get(record_id) or session.get(ConsentRecord, record_id)
-        if record is None:
+        head = heads.get(record_id)
+        if head is None:
             raise LookupError(f"no consent record {record_id}")
-        records[record_id] = record
         at = utc(ev.at)
-        rseq = (record.head_seq or 0) + 1
-        rprev = record.head_hash or GENESIS
+        rseq, rprev = head[0] + 1, head[1]
         digest = event_hash(record_id, rseq, at, ev.kind, ev.step, ev.data, rprev)
         seq += 1
         link = ledger_hash(seq, prev, digest)
-        event = ConsentEvent(
-            record_id=record_id,
-            seq=rseq,
-            at=at,
-            kind=ev.kind,
-            step=ev.step,
-            data=ev.data,
-            prev_hash=rprev,
-            hash=digest,
-            ledger_seq=seq,
-            ledger_prev=prev,
-            ledger_hash=link,
+        rows.append(
+            {
+                "record_id": record_id,
+                "seq": rseq,
+                "at": at,
+                "kind": ev.kind,
+                "step": ev.step,
+                "data": ev.data,
+                "prev_hash": rprev,
+                "hash": digest,
+                "ledger_seq": seq,
+                "ledger_prev": prev,
+                "ledger_hash": link,
+            }
         )
-        session.add(event)
-        written.append(event)
-        record.head_seq, record.head_hash = rseq, digest
+        head[0], head[1] = rseq, digest
         if ev.kind in LIFECYCLE:
-            record.status, record.status_at = ev.kind, at
+            head[2], head[3] = ev.kind, at
         prev = link
-    ledger.seq, ledger.hash = seq, prev
-    session.flush()
-    return written
+    conn.execute(_INSERT_EVENTS, rows)
+    plain = [{"rid": r, "hseq": h[0], "hhash": h[1]} for r, h in heads.items() if h[2] is None]
+    changed = [
+        {"rid": r, "hseq": h[0], "hhash": h[1], "st": h[2], "st_at": h[3]}
+        for r, h in heads.items()
+        if h[2] is not None
+    ]
+    if plain:
+        conn.execute(_SET_HEAD, plain)
+    if changed:
+        conn.execute(_SET_HEAD_AND_STATUS, changed)
+    conn.execute(_SET_LEDGER_HEAD.values(seq=seq, hash=prev))
+    _held_objects_follow(session, seq, prev, heads)
+
+
+def _held_objects_follow(
+    session: Session, seq: int, prev: str, heads: dict[str, list[Any]]
+) -> None:
+    """The ORM objects of this session show what was just written."""
+    held = session.identity_map.get(identity_key(LedgerHead, 1))
+    if held is not None:
+        set_committed_value(held, "seq", seq)
+        set_committed_value(held, "hash", prev)
+    for rid, (hseq, hhash, status, status_at) in heads.items():
+        record = session.identity_map.get(identity_key(ConsentRecord, rid))
+        if record is None:
+            continue
+        set_committed_value(record, "head_seq", hseq)
+        set_committed_value(record, "head_hash", hhash)
+        if status is not None:
+            set_committed_value(record, "status", status)
+            set_committed_value(record, "status_at", status_at)
 
 
 def events_of(session: Session, record_id: str) -> list[ConsentEvent]:
