@@ -273,6 +273,7 @@ class CallStore:
         self._opening: asyncio.Task[None] | None = None
         # One write of this call at a time: each takes the pending evidence it writes.
         self._writing = asyncio.Lock()
+        self.decided = False  # a decision of this call is stored
 
     async def prepare(self) -> f.Dialogue:
         """What the call is about: a withdrawal call when the caller has active consents."""
@@ -335,8 +336,11 @@ class CallStore:
         )
 
     def _ensure_open(self, session: Session) -> tuple[str, list[str]]:
+        """The call's ids, opening it in this transaction if its start is not stored yet.
+        Nothing here changes `self`: a transaction may be run again (see Database.batched),
+        and `ids` is set only once one is committed."""
         if self.ids is None:
-            self.ids = store.open_call(session, self._new_call(), self._new_records())
+            return store.open_call(session, self._new_call(), self._new_records())
         return self.ids
 
     def open(self) -> None:
@@ -354,7 +358,7 @@ class CallStore:
 
     async def _open(self) -> None:
         try:
-            call_id, record_ids = await self.db.batched(self._ensure_open)
+            self.ids = call_id, record_ids = await self.db.batched(self._ensure_open)
             # In this call's task (the transaction ran in a database thread).
             jsonlog.bind(call_id=call_id, record_id=",".join(record_ids))
         except Exception as e:
@@ -373,18 +377,14 @@ class CallStore:
 
     async def _write_pending(self, work: Any, later: bool = False) -> None:
         batch = list(self.pending)
-        opened_before = self.ids
 
-        def tx(session: Session) -> None:
+        def tx(session: Session) -> tuple[str, list[str]]:
             call_id, record_ids = self._ensure_open(session)
             items = [(r, ev) for r in record_ids for ev in batch]
             work(session, call_id, record_ids, items)
+            return call_id, record_ids
 
-        try:
-            await self.db.batched(tx, later=later)
-        except Exception:
-            self.ids = opened_before  # the insert rolled back with everything else
-            raise
+        self.ids = await self.db.batched(tx, later=later)
         del self.pending[: len(batch)]
 
     async def flush(self) -> None:
@@ -409,9 +409,14 @@ class CallStore:
         """Store a confirmed decision; None when stored, else the error (said as a failure)."""
         at = now()
 
+        first = not self.decided
+
         def consent(session: Session, _call: str, records: list[str], items: list[Any]) -> None:
             outcome = DECIDED[persist.choice]
-            store.store_decision(session, records[persist.item], outcome, at, items, self.hooks)
+            record = records[persist.item]
+            store.store_decision(
+                session, record, outcome, at, items, self.hooks, first_in_call=first
+            )
 
         def withdrawal(session: Session, _call: str, records: list[str], items: list[Any]) -> None:
             targets = [self.active[t].record_id for t in persist.targets]
@@ -424,6 +429,7 @@ class CallStore:
             what = {"outcome": DECIDED[persist.choice], "error": brief(e)}
             self.pending.append(Evidence(now(), "store_failed", f.Step.SAVING.value, what))
             return brief(e)
+        self.decided = True
         return None
 
     async def finish(self, outcomes: Sequence[f.Outcome], recording: RecordingInfo | None) -> bool:

@@ -20,6 +20,8 @@ Phone = Annotated[
     ),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+# Words people write (who, why): anything but U+0000, which PostgreSQL cannot store in text.
+NO_NUL = r"^[^\x00]*$"
 STATES = Literal["given", "refused", "withdrawn", "expired", "none"]
 RECORD_STATES = Literal["requested", "given", "refused", "withdrawn", "expired"]
 
@@ -75,9 +77,14 @@ class WithdrawalRequest(_In):
     phone: Phone
     purpose: Name | None = Field(default=None, description="This purpose, or set `all`")
     all: bool = Field(default=False, description="Every active consent of the person")
-    by: str = Field(min_length=1, max_length=64, description="Who records it (operator)")
+    by: str = Field(
+        min_length=1, max_length=64, pattern=NO_NUL, description="Who records it (operator)"
+    )
     reason: str = Field(
-        min_length=1, max_length=500, description="Why, e.g. 'asked by e-mail on 2026-11-30'"
+        min_length=1,
+        max_length=500,
+        pattern=NO_NUL,
+        description="Why, e.g. 'asked by e-mail on 2026-11-30'",
     )
 
     @model_validator(mode="after")

@@ -190,22 +190,27 @@ def _new_job(
     channels: Channels,
     *,
     held_by: str | None,
+    new_decision: bool = False,
 ) -> SmsJob | None:
+    """`new_decision`: the decision was stored in this transaction (a record's outcome, a
+    consent's withdrawal, each made once under the ledger lock), so no job can be there for it
+    yet and the look for one is skipped."""
     for d in decisions:
         if d not in tpl.DECISIONS:
             raise ValueError(f"decision must be one of {tpl.DECISIONS}, got {d!r}")
     first = records[0]
     if first.record_id is None:
         session.flush()
-    duplicate = session.scalar(
-        select(SmsJob.id).where(
-            SmsJob.record_id == first.record_id,
-            SmsJob.decision == decisions[0],
-            SmsJob.decided_at == utc(at),
+    if not new_decision:
+        duplicate = session.scalar(
+            select(SmsJob.id).where(
+                SmsJob.record_id == first.record_id,
+                SmsJob.decision == decisions[0],
+                SmsJob.decided_at == utc(at),
+            )
         )
-    )
-    if duplicate is not None:
-        return None
+        if duplicate is not None:
+            return None
     job = _job(
         kind=CONFIRMATION,
         template=decisions[0],
@@ -278,7 +283,7 @@ def decision_hook(sms: SmsConfig, channels: Channels = NO_CHANNELS) -> DecisionH
         records = [*decided.records]
         decisions = [decided.outcome] * len(records)
         held = None
-        if decided.call_id is not None:
+        if decided.call_id is not None and not decided.first_in_call:
             held = session.scalars(
                 select(SmsJob).where(SmsJob.call_id == decided.call_id, SmsJob.status == HELD)
             ).first()
@@ -291,7 +296,14 @@ def decision_hook(sms: SmsConfig, channels: Channels = NO_CHANNELS) -> DecisionH
             _fill(held, records, decisions, sms, channels)
             return []
         job = _new_job(
-            session, records, decisions, decided.at, sms, channels, held_by=decided.call_id
+            session,
+            records,
+            decisions,
+            decided.at,
+            sms,
+            channels,
+            held_by=decided.call_id,
+            new_decision=True,
         )
         if job is None:
             return []

@@ -155,8 +155,7 @@ def append(session: Session, items: Iterable[tuple[str, Evidence]]) -> None:
 
 class Deferred:
     """The events appended inside `deferred`, in order. A lifecycle event shows on its
-    record's object at once (a withdrawal later in the batch must see the consent withdrawn);
-    `undo` takes back the events appended since a `mark`, and those states with them."""
+    record's object at once: a withdrawal later in the batch must see the consent withdrawn."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -165,41 +164,19 @@ class Deferred:
     def add(self, items: Iterable[tuple[str, Evidence]]) -> None:
         for record_id, ev in items:
             self.events.append((record_id, ev))
-            if ev.kind in LIFECYCLE:
-                self._show(record_id, ev.kind, utc(ev.at))
-
-    def mark(self) -> int:
-        return len(self.events)
-
-    def undo(self, mark: int) -> None:
-        undone = {record_id for record_id, _ in self.events[mark:]}
-        del self.events[mark:]
-        for record_id in undone:
-            latest = [ev for r, ev in self.events if r == record_id and ev.kind in LIFECYCLE]
-            if latest:
-                self._show(record_id, latest[-1].kind, utc(latest[-1].at))
-            elif (record := self._held(record_id)) is not None:
-                self.session.expire(record, ["status", "status_at"])
-
-    def _held(self, record_id: str) -> ConsentRecord | None:
-        return cast(
-            "ConsentRecord | None",
-            self.session.identity_map.get(identity_key(ConsentRecord, record_id)),
-        )
-
-    def _show(self, record_id: str, status: str, at: datetime) -> None:
-        record = self._held(record_id)
-        if record is not None:
-            set_committed_value(record, "status", status)
-            set_committed_value(record, "status_at", at)
+            if ev.kind not in LIFECYCLE:
+                continue
+            record = self.session.identity_map.get(identity_key(ConsentRecord, record_id))
+            if record is not None:
+                set_committed_value(record, "status", ev.kind)
+                set_committed_value(record, "status_at", utc(ev.at))
 
 
 @contextmanager
 def deferred(session: Session) -> Iterator[Deferred]:
     """Appends inside this block are queued, and written together when it ends, in the order
     they were made (the group commit of consent_ivr.store.db: one INSERT for the events of
-    all the calls in the batch). A caller that rolls back part of its work (a savepoint)
-    takes that part's events back with `Deferred.undo`."""
+    all the calls in the batch). An exception inside it writes none of them."""
     queue = Deferred(session)
     session.info[_DEFERRED] = queue
     try:

@@ -7,10 +7,11 @@ a caller waits for (who is calling, what did they consent to) have threads of th
 never queue behind a burst of writes (SQLite's WAL lets them run beside the writer).
 
 Calls' evidence writes go through `Database.batched`: the writes that wait at the same moment
-share one transaction (group commit), each in a savepoint of its own so that one that fails
-leaves the others in. Every evidence write holds the ledger lock for its whole transaction (see
-consent_ivr.store.chain), so they run one after another anyway; 200 callers deciding in the same
-second then wait for a few commits rather than for 200.
+share one transaction (group commit); when anything in it fails, it is rolled back and each
+write is run again alone, so that one that fails fails alone. Every evidence write holds the
+ledger lock for its whole transaction (see consent_ivr.store.chain), so they run one after
+another anyway; 200 callers deciding in the same second then wait for a few commits rather
+than for 200.
 """
 
 from __future__ import annotations
@@ -241,11 +242,14 @@ class Database:
 
     async def batched(self, fn: Callable[[Session], T], *, later: bool = False) -> T:
         """Run ``fn(session)`` as part of the next group commit: in a transaction shared with
-        the other batched writes waiting now, inside a savepoint of its own. Its changes are
-        committed when this returns; its exception (the savepoint rolled back), or the
-        commit's, is raised here. Only for writes that append evidence: the transaction takes
-        the ledger lock first. A write nobody listens for (`later`: a call's end) goes after
-        those a caller waits for."""
+        the other batched writes waiting now. Its changes are committed when this returns; its
+        exception is raised here. When anything in the shared transaction fails, each write is
+        run again in a transaction of its own, so ``fn`` may run twice: it must change nothing
+        outside the session (return what it made instead). The shared transaction does not
+        autoflush: ``fn`` must not query rows another write of the batch may have added.
+        Only for writes that append evidence: the transaction takes the ledger lock first. A
+        write nobody listens for (`later`: a call's end) goes after those a caller waits for.
+        """
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         (self._later if later else self._waiting).append((fn, done))
         if self._batcher is None or self._batcher.done():
@@ -274,25 +278,37 @@ class Database:
                     done.set_result(value) if ok else done.set_exception(value)
 
     def _write_batch(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        metrics.DB_BATCH.observe(len(fns))
+        if len(fns) > 1:
+            try:
+                return self._write_together(fns)
+            except Exception:  # noqa: S110 (one of them failed, or the commit: told below)
+                pass
+        # Each alone, so that one that fails fails alone (and says why).
+        return [self._write_alone(fn) for fn in fns]
+
+    def _write_together(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
+        """All in one transaction, the ORM's changes flushed once at the end (no autoflush:
+        the writes are different calls' and do not read one another's new rows), the events
+        written together. Any exception rolls all of it back."""
         from consent_ivr.store import chain
 
-        metrics.DB_BATCH.observe(len(fns))
-        outcomes: list[tuple[bool, Any]] = []
         with metrics.db_write(), self.session() as session:
-            # First, outside the savepoints: SQLite's transaction then starts with this write
-            # (pysqlite begins one only before a write), so releasing a savepoint never
-            # commits it; and the ledger lock is the first lock taken, as everywhere.
-            chain.lock(session)
-            with chain.deferred(session) as events:
-                for fn in fns:
-                    mark = events.mark()
-                    try:
-                        with session.begin_nested():
-                            outcomes.append((True, fn(session)))
-                    except Exception as e:
-                        events.undo(mark)  # its events go with its savepoint
-                        outcomes.append((False, e))
+            chain.lock(session)  # first, as everywhere: the ledger lock is the first lock
+            with chain.deferred(session), session.no_autoflush:
+                outcomes = [(True, fn(session)) for fn in fns]
         return outcomes
+
+    def _write_alone(self, fn: Callable[[Session], Any]) -> tuple[bool, Any]:
+        from consent_ivr.store import chain
+
+        try:
+            with metrics.db_write(), self.session() as session:
+                chain.lock(session)
+                with chain.deferred(session):
+                    return True, fn(session)
+        except Exception as e:
+            return False, e
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)

@@ -91,6 +91,8 @@ class Decided:
     channel: str = "phone"  # phone, sms, operator
     call_id: str | None = None  # set while the call that decided goes on
     evidence_records: tuple[str, ...] = ()  # also gets the hook's events (withdrawal call)
+    # No earlier decision of this call is stored (so none of its SMS is held yet).
+    first_in_call: bool = False
 
 
 # A hook runs inside the decision's transaction and returns events to add to the chains.
@@ -196,6 +198,7 @@ def store_decision(
     hooks: Iterable[DecisionHook] = (),
     *,
     call_open: bool = True,
+    first_in_call: bool = False,
 ) -> None:
     """A consent decision: the call's evidence so far, the lifecycle event, the outcome, a
     refusal on the do-not-contact register, and whatever the hooks add (the SMS job), all in
@@ -213,7 +216,8 @@ def store_decision(
         lifecycle.suppress(
             session, record.pii_principal_id, record.purpose_id, "refused", at, record=record_id
         )
-    decided = Decided(outcome, at, (record,), "phone", record.call_id if call_open else None)
+    call_id = record.call_id if call_open else None
+    decided = Decided(outcome, at, (record,), "phone", call_id, first_in_call=first_in_call)
     for hook in hooks:
         items += list(hook(session, decided))
     chain.append(session, items)

@@ -472,3 +472,21 @@ async def test_openapi_document_and_reference_page(site: Site) -> None:
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert 'id="problem-rate-limited"' in page and "/v1/records/{id}/bundle" in page
     assert "<script" not in page
+
+
+async def test_a_nul_byte_in_a_text_field_is_refused_not_stored(site: Site) -> None:
+    """PostgreSQL cannot store U+0000 in text: a withdrawal whose `by` or `reason` holds one
+    is refused with 422 naming the field (before, on PostgreSQL, the write failed with a 5xx),
+    and the consent stays as it was."""
+    token = site.token("read", "withdraw")
+    [record_id] = site.store_call(PHONE, "granted")
+    for field in ("by", "reason"):
+        body = {"phone": PHONE, "purpose": OFFERS, "by": "anna", "reason": "asked by e-mail"}
+        body[field] = "a\x00b"
+        status, _, answer = await site.call("POST", "/v1/withdrawals", token, json=body)
+        assert status == 422, answer
+        assert field in str(answer), answer
+    status, _, body = await site.call("GET", "/v1/consents", token, params={"phone": PHONE})
+    assert status == 200
+    assert purposes(body)[OFFERS]["state"] == "given"
+    assert purposes(body)[OFFERS]["record_id"] == record_id

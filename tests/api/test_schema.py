@@ -118,7 +118,10 @@ def test_every_operation_answers_as_documented(
         check()
     assert len(tried) == (10 if mode is POSITIVE else 7), tried
     # The token was sent (the answers are not all 401), and left out where that was the test.
-    assert all(statuses - {401} for statuses in seen.values()), seen
+    # Negative cases may break the token itself in every example of an operation whose only
+    # input is its path (seen: the bundle answered 401 to all), so there it is checked overall.
+    sent = all if mode is POSITIVE else any
+    assert sent(statuses - {401} for statuses in seen.values()), seen
     if mode is NEGATIVE:
         assert any(401 in statuses for statuses in seen.values()), seen
 

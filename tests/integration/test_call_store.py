@@ -15,6 +15,7 @@ from consent_ivr.calls import CallSetup, CallStore
 from consent_ivr.config import Config
 from consent_ivr.store import chain
 from consent_ivr.store.db import Database, upgrade
+from consent_ivr.store.models import Call
 from consent_ivr.store.records import Subject
 
 pytestmark = pytest.mark.integration
@@ -81,4 +82,32 @@ async def test_a_failed_flush_keeps_the_evidence_for_the_next_write(
     assert await store.decide(f.Persist(0, f.Choice.AGREE)) is None
     assert store.ids is not None
     assert kinds(db, store.ids[1][0])[-2:] == ["prompt", "given"]
+    db.close()
+
+
+async def test_a_call_opened_in_a_batch_that_failed_is_opened_once_when_run_again(
+    tmp_path: Path,
+) -> None:
+    """Two calls open in one group commit and the other one fails: the batch is run again,
+    each write alone; this call must then be opened by its own write (its ids from the first
+    attempt were rolled back), once."""
+    store, db = store_for(tmp_path)
+    other = CallStore(db, store.config, store.setup, (), store.log)
+
+    def broken() -> object:
+        raise RuntimeError("cannot describe the call")
+
+    other._new_call = broken  # type: ignore[method-assign]
+    await store.prepare()
+    await other.prepare()
+    store.open()
+    other.open()  # the same batch as store's opening
+    await store.opened(patience=30)
+    await other.opened(patience=30)
+    assert store.ids is not None and other.ids is None
+    store.note("key", {"digit": "1"}, None, f.Step.CONFIRM)
+    assert await store.decide(f.Persist(0, f.Choice.AGREE)) is None
+    assert kinds(db, store.ids[1][0]) == ["requested", "key", "given"]
+    with db.session() as session:
+        assert session.query(Call).count() == 1
     db.close()

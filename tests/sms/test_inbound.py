@@ -203,3 +203,16 @@ def test_no_token_no_route(
     off = SmsConfig.model_validate({"inbound": {"enabled": False}})
     assert inbound_routes(sqlite_db, off, NO_CHANNELS, "RU") == []
     assert len(inbound_routes(sqlite_db, sms, NO_CHANNELS, "RU")) == 1
+
+
+def test_a_nul_in_an_sms_is_stored_as_a_replacement_character(database: Database) -> None:
+    """PostgreSQL cannot store U+0000 in text; the SMS is stored (not refused again and again),
+    the character kept as U+FFFD, and a STOP with it still counts."""
+    phone = new_phone()
+    got = receive(database, phone, "STOP\x00")
+    assert got["action"] == "stopped"
+    with database.session() as session:
+        row = session.get(SmsInbound, got["id"])
+        assert row is not None and row.text == "STOP\ufffd"
+        [entry] = lifecycle.register(session, phone)
+    assert entry.source == "stop"

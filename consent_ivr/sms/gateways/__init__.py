@@ -37,6 +37,15 @@ class Incoming:
     text: str
     message_id: str | None = None  # the gateway's id, when it gives one
 
+    def __post_init__(self) -> None:
+        # U+0000 (binary or UCS-2 texts can carry it) cannot be stored in PostgreSQL text: it
+        # is kept as U+FFFD, so the SMS is stored and read (a STOP still counts) rather than
+        # refused again and again.
+        for name in ("sender", "recipient", "text", "message_id"):
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                object.__setattr__(self, name, value.replace("\x00", "\ufffd"))
+
 
 @dataclass(frozen=True)
 class Accepted:
