@@ -50,6 +50,7 @@ from bench.harness import (  # noqa: E402
     asterisk_env,
     asterisk_pid,
     cpu_seconds,
+    pct,
     peak_rss_mb,
 )
 from consent_ivr.config import load  # noqa: E402
@@ -95,13 +96,6 @@ def foreign_load() -> list[str]:
 
 
 # ---- figures ----------------------------------------------------------------------------------
-
-
-def pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def summary(values: list[float]) -> dict[str, float | int]:

@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from bench.harness import pct  # noqa: E402
 from consent_ivr import flow as f  # noqa: E402
 from consent_ivr.calls import CallSetup, CallStore  # noqa: E402
 from consent_ivr.config import Config  # noqa: E402
@@ -131,11 +132,6 @@ def drop_database(kind: str) -> None:
 def note_all(store: CallStore, items: list[tuple[str, dict[str, Any]]]) -> None:
     for kind, data in items:
         store.note(kind, data, None, f.Step.ASK)
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 async def timed(coro: Any) -> float:

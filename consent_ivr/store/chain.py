@@ -149,7 +149,6 @@ def append(session: Session, items: Iterable[tuple[str, Evidence]]) -> None:
         return
     batch = list(items)
     if batch:
-        lock(session)
         _write(session, batch)
 
 
@@ -184,7 +183,6 @@ def deferred(session: Session) -> Iterator[Deferred]:
     finally:
         del session.info[_DEFERRED]
     if queue.events:
-        lock(session)
         _write(session, queue.events)
 
 
@@ -206,6 +204,7 @@ def _write(session: Session, batch: list[tuple[str, Evidence]]) -> None:
     cost the service. The heads are read from the database under the lock, and the record
     and ledger-head objects this session holds are given the new values, so ORM code later in
     the transaction sees what was written."""
+    lock(session)
     session.flush()  # records added through the ORM exist before their events
     conn = session.connection()
     ledger = conn.execute(_LEDGER_HEAD).first()

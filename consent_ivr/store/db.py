@@ -17,6 +17,7 @@ than for 200.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from consent_ivr import metrics
 from consent_ivr.config_types import redact
+from consent_ivr.store import chain
 
 T = TypeVar("T")
 
@@ -263,7 +265,7 @@ class Database:
             batch, self._later = batch + self._later[:room], self._later[room:]
             try:
                 outcomes = await self.run(self._write_batch, [fn for fn, _ in batch])
-            except Exception as e:  # the commit failed: nothing of the batch is stored
+            except Exception as e:  # the pool refused the work (closed): none of it ran
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(e)
@@ -280,35 +282,29 @@ class Database:
     def _write_batch(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
         metrics.DB_BATCH.observe(len(fns))
         if len(fns) > 1:
-            try:
-                return self._write_together(fns)
-            except Exception:  # noqa: S110 (one of them failed, or the commit: told below)
-                pass
+            # No autoflush: the writes are different calls' and do not read one another's
+            # new rows; the ORM's changes are flushed once, at the end.
+            with contextlib.suppress(Exception):  # one failed, or the commit: told below
+                return [(True, r) for r in self._write_together(fns, autoflush=False)]
         # Each alone, so that one that fails fails alone (and says why).
-        return [self._write_alone(fn) for fn in fns]
-
-    def _write_together(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
-        """All in one transaction, the ORM's changes flushed once at the end (no autoflush:
-        the writes are different calls' and do not read one another's new rows), the events
-        written together. Any exception rolls all of it back."""
-        from consent_ivr.store import chain
-
-        with metrics.db_write(), self.session() as session:
-            chain.lock(session)  # first, as everywhere: the ledger lock is the first lock
-            with chain.deferred(session), session.no_autoflush:
-                outcomes = [(True, fn(session)) for fn in fns]
+        outcomes: list[tuple[bool, Any]] = []
+        for fn in fns:
+            try:
+                outcomes.append((True, self._write_together([fn], autoflush=True)[0]))
+            except Exception as e:
+                outcomes.append((False, e))
         return outcomes
 
-    def _write_alone(self, fn: Callable[[Session], Any]) -> tuple[bool, Any]:
-        from consent_ivr.store import chain
-
-        try:
-            with metrics.db_write(), self.session() as session:
-                chain.lock(session)
-                with chain.deferred(session):
-                    return True, fn(session)
-        except Exception as e:
-            return False, e
+    def _write_together(self, fns: list[Callable[[Session], Any]], *, autoflush: bool) -> list[Any]:
+        """`fns` in one transaction, the ledger lock taken first (as everywhere), their events
+        written together at the end. Any exception rolls all of it back."""
+        with metrics.db_write(), self.session() as session:
+            chain.lock(session)
+            with chain.deferred(session):
+                if autoflush:
+                    return [fn(session) for fn in fns]
+                with session.no_autoflush:
+                    return [fn(session) for fn in fns]
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)
