@@ -455,7 +455,7 @@ def outcomes_since(db: Database, since: datetime) -> Counter[str]:
 # ---- in process --------------------------------------------------------------------------------
 
 
-def direct(db: Database, config: Config, phones: int, n: int) -> None:
+async def direct(db: Database, config: Config, phones: int, n: int) -> None:
     """The answer's database work alone, in this process: `consent_status` in a session
     against its baseline, the same two queries sent straight through the driver."""
     from sqlalchemy import text
@@ -499,6 +499,34 @@ def direct(db: Database, config: Config, phones: int, n: int) -> None:
         f"consent_status on {db.dialect}, {n} answers in one thread: {ours:.0f} µs each; the "
         f"same queries through the driver alone: {raw:.0f} µs (ratio {ours / raw:.2f})"
     )
+    if db.dialect == "postgresql":
+        wall, cpu = await hot_path(db, config, asks)
+        print(
+            f"the hot path as the API reads on PostgreSQL (pgasync, one statement on the loop), "
+            f"one request at a time: {wall:.0f} µs each, {cpu:.0f} µs of this process's CPU "
+            f"(ratio to the session path {wall / ours:.2f})"
+        )
+
+
+async def hot_path(
+    db: Database, config: Config, asks: list[tuple[str, str]]
+) -> tuple[float, float]:
+    """µs of wall time and of CPU per answer through `pgasync.AsyncPg`, one after another."""
+    from consent_ivr.api import services
+    from consent_ivr.store.pgasync import AsyncPg
+
+    pg = AsyncPg(db.engine.url)
+    try:
+        for phone, purpose in asks[:200]:
+            await pg.consents(phone, purpose)
+        start, cpu = time.perf_counter(), time.process_time()
+        for phone, purpose in asks:
+            rows, entries = await pg.consents(phone, purpose)
+            services.consent_status_of(config, phone, purpose, rows, entries, now())
+        n = len(asks)
+        return (time.perf_counter() - start) / n * 1e6, (time.process_time() - cpu) / n * 1e6
+    finally:
+        await pg.close()
 
 
 # ---- main -------------------------------------------------------------------------------------
@@ -521,7 +549,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"{total} records in {db.dialect}")
             return 0
         if args.direct:
-            direct(db, Config.model_validate(data), total // 2, args.direct)
+            await direct(db, Config.model_validate(data), total // 2, args.direct)
             return 0
         from consent_ivr.api import tokens
 

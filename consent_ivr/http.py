@@ -30,6 +30,7 @@ from consent_ivr.api.audit import AuditLog
 from consent_ivr.api.http import Services
 from consent_ivr.config import Config
 from consent_ivr.store.db import Database
+from consent_ivr.store.pgasync import AsyncPg
 from consent_ivr.store.records import DecisionHook
 
 if TYPE_CHECKING:
@@ -75,10 +76,11 @@ def make_app(
     app = web.Application(middlewares=[measured])
     audio_dir = config.prompts.audio_dir.resolve()
     audio_dir.mkdir(parents=True, exist_ok=True)
+    pg = AsyncPg(db.engine.url) if db.dialect == "postgresql" else None
     svc = Services(
-        config, config.api, db, consent_app.ari if consent_app else None, hooks, takes_calls
+        config, config.api, db, consent_app.ari if consent_app else None, hooks, takes_calls, pg
     )
-    audit = AuditLog(db, config.api.audit_flush_s)
+    audit = AuditLog(db, config.api.audit_flush_s, pg)
 
     async def background(_app: web.Application) -> AsyncIterator[None]:
         audit.start()
@@ -88,6 +90,8 @@ def make_app(
         with contextlib.suppress(asyncio.CancelledError):
             await lag
         await audit.stop()
+        if pg is not None:
+            await pg.close()
 
     app.cleanup_ctx.append(background)
 

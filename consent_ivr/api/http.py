@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import psycopg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,6 +42,7 @@ from consent_ivr.ari.client import AriClient, AriError
 from consent_ivr.clock import now
 from consent_ivr.config import Config
 from consent_ivr.phone import mask, to_e164
+from consent_ivr.store import pgasync
 from consent_ivr.store.db import Database
 from consent_ivr.store.records import DecisionHook
 
@@ -83,6 +85,7 @@ class Services:
     ari: AriClient | None = None
     hooks: Sequence[DecisionHook] = field(default_factory=tuple)
     takes_calls: bool = True  # False: `consent-ivr api`, which places no calls
+    pg: pgasync.AsyncPg | None = None  # PostgreSQL: the hot path's connections
 
 
 def json_response(doc: Any, status: int = 200) -> web.Response:
@@ -242,7 +245,7 @@ class Api:
                 raise
             slug = {404: "not-found", 405: "method-not-allowed"}.get(e.status, "invalid-request")
             return Problem(e.status, slug, e.reason).response(request.path)
-        except SQLAlchemyError as e:
+        except (SQLAlchemyError, psycopg.Error) as e:
             # Not the exception itself: its SQL parameters may hold a phone number.
             log.error("%s %s: database error %s", request.method, request.path, type(e).__name__)
             return Problem(
@@ -358,7 +361,13 @@ class Api:
             return services.consent_status(session, self.config, phone, q.purpose, at)
 
         try:
-            return json_response(await self.db.read(read))
+            if self.svc.pg is None:
+                return json_response(await self.db.read(read))
+            # PostgreSQL: one statement, awaited on the loop (consent_ivr.store.pgasync).
+            rows, entries = await self.svc.pg.consents(phone, q.purpose)
+            return json_response(
+                services.consent_status_of(self.config, phone, q.purpose, rows, entries, at)
+            )
         except services.UnknownPurpose as e:
             raise field_error("purpose", "query", str(e)) from None
 

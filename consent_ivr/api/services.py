@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from consent_ivr.api.schemas import RecordsQuery
 from consent_ivr.clock import iso, utc
 from consent_ivr.config import Campaign, Config
-from consent_ivr.store import lifecycle
+from consent_ivr.store import lifecycle, pgasync
 from consent_ivr.store.models import Call, ConsentRecord
 from consent_ivr.store.records import DecisionHook
 
@@ -37,12 +37,40 @@ def consent_status(
     """Per purpose (every configured one, or `purpose`): the person's state, and whether
     they may be called or texted for it, with the reason; and their do-not-contact entries."""
     found = lifecycle.states(session, phone, purpose, at)
+    check_purpose(config, purpose, found)
+    return consent_answer(config, phone, purpose, found, lifecycle.register(session, phone))
+
+
+def consent_status_of(
+    config: Config,
+    phone: str,
+    purpose: str | None,
+    rows: Iterable[pgasync.StateRow],
+    entries: Sequence[lifecycle.Entry],
+    at: datetime,
+) -> dict[str, Any]:
+    """`consent_status` from what `pgasync.AsyncPg` read in one statement."""
+    found = lifecycle.derive(rows, at, lambda r: r.withdrawal_channel or "phone")
+    check_purpose(config, purpose, found)
+    return consent_answer(config, phone, purpose, found, entries)
+
+
+def check_purpose(config: Config, purpose: str | None, found: Iterable[str]) -> None:
     if purpose is not None and purpose not in config.purposes and purpose not in found:
         raise UnknownPurpose(
             f"unknown purpose {purpose!r} (configured: {', '.join(sorted(config.purposes))})"
         )
+
+
+def consent_answer(
+    config: Config,
+    phone: str,
+    purpose: str | None,
+    found: dict[str, lifecycle.ConsentState],
+    entries: Sequence[lifecycle.Entry],
+) -> dict[str, Any]:
+    """The answer `consent_status` gives, from what was read: the states and the register."""
     purposes = [purpose] if purpose else sorted(set(config.purposes) | set(found))
-    entries = lifecycle.register(session, phone)
     rows = []
     for pid in purposes:
         state = found.get(pid) or lifecycle.ConsentState.none(pid)

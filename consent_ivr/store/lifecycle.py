@@ -16,7 +16,7 @@ keeps being obeyed after the records themselves are erased. `may_contact` is the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, cast
@@ -38,26 +38,54 @@ DECISIVE = ("given", "refused", "withdrawn", "expired")
 class Entry(Protocol):
     """A do-not-contact entry as `register` reads it: a Suppression, or a row of its columns."""
 
-    id: int
-    purpose_id: str | None
-    channel: str
-    source: str
-    reason: str | None
-    by: str | None
-    record_id: str | None
-    created_at: datetime
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def purpose_id(self) -> str | None: ...
+
+    @property
+    def channel(self) -> str: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def by(self) -> str | None: ...
+
+    @property
+    def record_id(self) -> str | None: ...
+
+    @property
+    def created_at(self) -> datetime: ...
 
 
 class Decisive(Protocol):
     """What a record's state is derived from: a ConsentRecord, or a row of its columns."""
 
-    record_id: str
-    kind: str
-    purpose: dict[str, Any]
-    outcome: str | None
-    decided_at: datetime | None
-    status: str | None
-    status_at: datetime | None
+    @property
+    def record_id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def purpose(self) -> dict[str, Any]: ...
+
+    @property
+    def outcome(self) -> str | None: ...
+
+    @property
+    def decided_at(self) -> datetime | None: ...
+
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def status_at(self) -> datetime | None: ...
 
 
 def expires_at(record: Decisive) -> datetime | None:
@@ -152,30 +180,45 @@ def states(
     session: Session, phone: str, purpose: str | None = None, at: datetime | None = None
 ) -> dict[str, ConsentState]:
     """Per purpose, the person's current state (purposes they have no record of are absent)."""
-    at = at or now()
     if purpose is None:
         rows = core(session).execute(_STATES_ALL, {"phone": phone})
     else:
         rows = core(session).execute(_STATES_ONE, {"phone": phone, "purpose": purpose})
-    by_purpose: dict[str, list[Any]] = {}
+    return derive(rows, at or now(), lambda r: _withdrawal_channel(session, r))
+
+
+class StateRow(Decisive, Protocol):
+    """A row `derive` reads: a record's state columns and its purpose."""
+
+    @property
+    def purpose_id(self) -> str | None: ...
+
+
+def derive(
+    rows: Iterable[StateRow], at: datetime, withdrawal_channel: Callable[[Any], str]
+) -> dict[str, ConsentState]:
+    """Per purpose, the state its records (newest first) add up to at `at`: the latest
+    decision among them. `withdrawal_channel(row)` says how a withdrawn one was withdrawn."""
+    by_purpose: dict[str, list[StateRow]] = {}
     for row in rows:
         if row.purpose_id:
             by_purpose.setdefault(row.purpose_id, []).append(row)
     result = {}
     for pid, found in by_purpose.items():
-        decisive = [r for r in found if r.status in DECISIVE and r.status_at is not None]
-        latest = max(decisive, key=lambda r: utc(r.status_at), default=None)
+        decisive = [
+            (utc(r.status_at), r) for r in found if r.status in DECISIVE and r.status_at is not None
+        ]
         ids = tuple(r.record_id for r in found)
-        if latest is None:
+        if not decisive:
             result[pid] = ConsentState(pid, "none", None, None, None, None, ids)
             continue
+        decided, latest = max(decisive, key=lambda d: d[0])
         state = record_state(latest, at)
         end = expires_at(latest) if latest.status == "given" else None
         # Expired at read time: since the end of its validity; by a purge's event: since then.
-        since = end if state == "expired" and end else utc(latest.status_at)
-        result[pid] = ConsentState(
-            pid, state, since, latest.record_id, _withdrawal_channel(session, latest), end, ids
-        )
+        since = end if state == "expired" and end else decided
+        channel = withdrawal_channel(latest) if latest.status == "withdrawn" else "phone"
+        result[pid] = ConsentState(pid, state, since, latest.record_id, channel, end, ids)
     return result
 
 
@@ -188,8 +231,6 @@ _LAST_WITHDRAWAL = (
 
 
 def _withdrawal_channel(session: Session, record: Decisive) -> str:
-    if record.status != "withdrawn":
-        return "phone"
     data = core(session).execute(_LAST_WITHDRAWAL, {"record": record.record_id}).scalar()
     return str(data.get("channel", "phone")) if data else "phone"
 

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from consent_ivr.api.models import ApiToken, AuditEvent
 from consent_ivr.evidence.bundle import verify_bundle
+from consent_ivr.store import pgasync
 from consent_ivr.store.models import ContactAttempt
 from tests.api.conftest import NEWS, OFFERS, PHONE, T0, Site
 
@@ -125,6 +126,31 @@ async def test_refusal_and_unknown_numbers(site: Site) -> None:
         "GET", "/v1/consents", token, params={"phone": "+447700900123"}
     )
     assert status == 200 and all(p["state"] == "none" for p in body["purposes"])
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_hot_read_connection_the_server_killed_is_one_503_then_replaced(
+    site: Site, pg_server: Any
+) -> None:
+    """PostgreSQL's hot path reads on its own connections (consent_ivr.store.pgasync): one the
+    server terminated answers 503 as any database failure does, and the next request opens a
+    new one."""
+    token = site.token("read")
+    site.store_call(OTHER, "declined")
+    ask = {"phone": OTHER, "purpose": OFFERS}
+    assert (await site.call("GET", "/v1/consents", token, params=ask))[0] == 200
+    with pg_server.connect(site.db.engine.url.database) as admin:
+        killed = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = %s",
+            (pgasync.APPLICATION,),
+        ).fetchall()
+    assert len(killed) == 1
+    status, headers, body = await site.call("GET", "/v1/consents", token, params=ask)
+    assert status == 503 and body["type"] == "/v1/docs#problem-unavailable", body
+    assert headers["Retry-After"] == "5" and OTHER not in str(body)
+    status, _, body = await site.call("GET", "/v1/consents", token, params=ask)
+    assert status == 200 and purposes(body)[OFFERS]["state"] == "refused"
 
 
 async def test_bad_parameters_are_problem_details_naming_the_field(site: Site) -> None:
