@@ -177,9 +177,13 @@ class CallSession:
                 # store the evidence so far, so that the decision's commit is small.
                 self._spawn(self.store.flush())
         ordered = play_before_stop(actions)
-        if any(isinstance(a, f.Persist) for a in ordered) and any(
-            isinstance(a, f.StopPlayback) for a in ordered
-        ):
+        persist = [a for a in ordered if isinstance(a, f.Persist)]
+        if persist and any(isinstance(a, f.StopPlayback) for a in ordered):
+            # The decision's commit starts first (it runs as its own task): it need not wait
+            # for Asterisk to answer the stop, which under load takes as long as the commit.
+            for commit in persist:
+                await self._do(commit)
+            ordered = [a for a in ordered if a not in persist]
             # The decision's prompt comes after the commit, to a channel that has stopped
             # playing: silence keeps Asterisk 16 looking at the channel's queue (every 20 ms)
             # instead of up to 200 ms when the caller sends no audio. Heard: the same silence.
