@@ -45,7 +45,7 @@ def consent_status_of(
     config: Config,
     phone: str,
     purpose: str | None,
-    rows: Iterable[pgasync.StateRow],
+    rows: Iterable[pgasync.RecordState],
     entries: Sequence[lifecycle.Entry],
     at: datetime,
 ) -> dict[str, Any]:

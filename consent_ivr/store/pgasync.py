@@ -58,7 +58,9 @@ SELECT
 APPLICATION = "consent-ivr hot read"  # as pg_stat_activity shows its connections
 
 
-class StateRow(NamedTuple):
+class RecordState(NamedTuple):
+    """A record's state columns as the statement returns them (a `lifecycle.StateRow`)."""
+
     record_id: str
     purpose_id: str | None
     purpose: dict[str, Any]
@@ -89,9 +91,9 @@ def _when(text: str) -> datetime:
     return utc(datetime.fromisoformat(text))
 
 
-def rows_of(records: list[list[Any]]) -> list[StateRow]:
+def rows_of(records: list[list[Any]]) -> list[RecordState]:
     return [
-        StateRow(
+        RecordState(
             rid,
             pid,
             {} if validity is None else {"validity": validity},
@@ -150,7 +152,7 @@ class AsyncPg:
 
     async def consents(
         self, phone: str, purpose: str | None
-    ) -> tuple[list[StateRow], list[RegisterEntry]]:
+    ) -> tuple[list[RecordState], list[RegisterEntry]]:
         """The number's records' state columns (of `purpose`, or all) and its register."""
         async with self._connection() as conn:
             cur = await conn.execute(_SQL, {"phone": phone, "purpose": purpose}, prepare=True)

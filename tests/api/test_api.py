@@ -18,9 +18,9 @@ from sqlalchemy import select
 
 from consent_ivr.api.models import ApiToken, AuditEvent
 from consent_ivr.evidence.bundle import verify_bundle
-from consent_ivr.store import pgasync
 from consent_ivr.store.models import ContactAttempt
 from tests.api.conftest import NEWS, OFFERS, PHONE, T0, Site
+from tests.integration.test_pgasync import kill_connections
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -139,13 +139,7 @@ async def test_a_hot_read_connection_the_server_killed_is_one_503_then_replaced(
     site.store_call(OTHER, "declined")
     ask = {"phone": OTHER, "purpose": OFFERS}
     assert (await site.call("GET", "/v1/consents", token, params=ask))[0] == 200
-    with pg_server.connect(site.db.engine.url.database) as admin:
-        killed = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND application_name = %s",
-            (pgasync.APPLICATION,),
-        ).fetchall()
-    assert len(killed) == 1
+    assert kill_connections(pg_server, site.db) == 1
     status, headers, body = await site.call("GET", "/v1/consents", token, params=ask)
     assert status == 503 and body["type"] == "/v1/docs#problem-unavailable", body
     assert headers["Retry-After"] == "5" and OTHER not in str(body)
