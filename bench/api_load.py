@@ -1,7 +1,8 @@
 """Load figures of the hot path: `GET /v1/consents` at 100,000 stored records, 50 clients at once.
 
     .venv/bin/python bench/api_load.py --database sqlite [--records 100000] [--clients 50]
-        [--rate R] [--seconds 20] [--calls 50 --asterisk 22] [--profile FILE] [--direct N]
+        [--rate R] [--seconds 20] [--calls 50 --asterisk 22 [--callers local]] [--profile FILE]
+        [--direct N]
     .venv/bin/python bench/api_load.py --database postgresql ...
 
 Seeds the database once through the store API (open_call, store_decision, finish_call; no
@@ -9,10 +10,12 @@ SMS, which the hot path does not read; a fifth refused, a tenth withdrawn), so e
 a real chain; the seeded database is kept under var/ (SQLite) or as the PostgreSQL database
 `consent_ivr_bench_api`, and reused. Then starts the service as its own process on 127.0.0.1
 (`--calls 0`: the web app only; otherwise the whole service on a private Asterisk, with that
-many simulated callers kept on the line all along, each a new number that agrees), and runs
-the clients against it for `--seconds` after a warm-up: each asks about a random seeded number
-and purpose. Prints requests/s, latency percentiles, errors, the service's CPU and, with
-calls, how they ended. Everything is bounded: the run, each request, and the calls.
+many callers kept on the line all along, each a new number that agrees: SIPp over SIP with RTP
+by default, Local channels with `--callers local`), and runs the clients against it for
+`--seconds` after a warm-up: each asks about a random seeded number and purpose. Prints
+requests/s, latency percentiles, errors, the service's CPU, what the service itself measured
+(handler time, event-loop lag, requests a hot-path statement) and, with calls, how they ended.
+Everything is bounded: the run, each request, and the calls.
 `--profile FILE` runs the service under cProfile and writes its statistics to FILE.
 """
 
@@ -442,6 +445,40 @@ async def keep_calls(
     return Counter({"placed": placed})
 
 
+async def keep_sip_calls(
+    ari_env: dict[str, str], config: Any, n: int, stop: asyncio.Event, folder: Path, ramp: float
+) -> Counter[str]:
+    """Keep `n` SIP callers (SIPp, audio all along, RFC 4733 keys; each a new number that
+    agrees) on the line until `stop`, then let the calls in progress end."""
+    from consent_ivr.prompts import Catalog
+    from consent_ivr.simulate import timings
+    from tests.sipp import caller
+
+    catalog = Catalog(config)
+    t = timings(catalog, "calls", config.campaigns["calls"].language)
+    t1, t2 = float(t["__SIM_T1"]), float(t["__SIM_T2"])
+    keys = config.campaigns["calls"].keys
+    behaviour = caller.Behaviour("agree", keys=[(t1, keys.agree), (t1 + t2, keys.confirm)])
+    # More numbers than the run can use: SIPp stops placing calls when told, not when out.
+    numbers = [f"+7917{secrets.randbelow(10**7):07d}" for _ in range(n * 40)]
+    group = caller.start(
+        behaviour,
+        numbers,
+        target=f"127.0.0.1:{ari_env['CONSENT_IVR_SIP_PORT']}",
+        exten="c-calls",
+        folder=folder,
+        port=25100,
+        rate=n / ramp,
+        limit=n,
+    )
+    try:
+        await stop.wait()
+    finally:
+        group.proc.send_signal(signal.SIGUSR1)  # place no more; end when the calls have
+        await asyncio.to_thread(group.wait, 90)
+    return Counter({"placed": len(group.answered()), "sipp_exit": group.proc.returncode})
+
+
 def outcomes_since(db: Database, since: datetime) -> Counter[str]:
     from sqlalchemy import select
 
@@ -450,6 +487,50 @@ def outcomes_since(db: Database, since: datetime) -> Counter[str]:
             select(ConsentRecord.outcome).where(ConsentRecord.started_at >= since)
         ).all()
     return Counter(str(o) for o in rows)
+
+
+# ---- the service's own view --------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} ms"
+
+
+async def scrape_metrics(base: str) -> str:
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/metrics") as r:
+        return await r.text()
+
+
+def server_side(before: str, after: str, path: str) -> dict[str, float | None]:
+    """What the service measured between two scrapes of its /metrics: the time in its handler
+    chain for `path` (p50/p99), its event loop's lag (p99), and the hot read's batches (mean
+    requests a statement). Latency the clients see beyond the handler's is waiting: in the
+    socket, for the loop, or for a core."""
+    from bench.sip_calls import bucket_quantile, scrape
+
+    b, a = scrape(before), scrape(after)
+    route = f"consent_ivr_http_request_seconds,route={path}"
+    lag = "consent_ivr_event_loop_lag_seconds"
+    batch = "consent_ivr_api_read_batch_requests"
+    quant = {
+        "handler_p50_ms": (route, 0.5),
+        "handler_p99_ms": (route, 0.99),
+        "loop_lag_p99_ms": (lag, 0.99),
+    }
+    out: dict[str, float | None] = {
+        k: bucket_quantile(b.get(name, {}), a.get(name, {}), q) if name in a else None
+        for k, (name, q) in quant.items()
+    }
+
+    def total(text: str, suffix: str) -> float:
+        for line in text.splitlines():
+            if line.startswith(f"{batch}_{suffix} "):
+                return float(line.split()[1])
+        return 0.0
+
+    n = total(after, "count") - total(before, "count")
+    out["read_batch_mean"] = (total(after, "sum") - total(before, "sum")) / n if n else None
+    return out
 
 
 # ---- in process --------------------------------------------------------------------------------
@@ -574,6 +655,7 @@ async def run(args: argparse.Namespace) -> int:
 
             await asyncio.to_thread(Catalog(Config.model_validate(data)).build)
         base = f"http://127.0.0.1:{port}"
+        sipp_dir = tempfile.TemporaryDirectory(prefix="api-load-sipp-")
         processes = [start_service(data, args.profile)]
         try:
             await wait_ready(base, processes[0])
@@ -584,10 +666,17 @@ async def run(args: argparse.Namespace) -> int:
             calls = None
             started_at = now()
             if args.calls:
+                config = Config.model_validate(data)
                 calls = asyncio.create_task(
-                    keep_calls(ari_env, Config.model_validate(data), args.calls, stop)
+                    keep_calls(ari_env, config, args.calls, stop)
+                    if args.callers == "local"
+                    else keep_sip_calls(
+                        ari_env, config, args.calls, stop, Path(sipp_dir.name), args.ramp
+                    )
                 )
                 await asyncio.sleep(args.ramp)
+            # With several processes on one port a scrape reaches any one of them: not read.
+            seen0 = await scrape_metrics(base) if args.processes == 1 else None
             cpu0, busy0, t0 = service_cpu(processes), machine_busy(), time.monotonic()
             result = await load(
                 base,
@@ -600,14 +689,17 @@ async def run(args: argparse.Namespace) -> int:
                 args.rate,
             )
             elapsed = time.monotonic() - t0
+            server = server_side(seen0, await scrape_metrics(base), args.path) if seen0 else {}
             cpu = (service_cpu(processes) - cpu0) / elapsed
             busy = (machine_busy() - busy0) / elapsed
             placed: Counter[str] = Counter()
             if calls is not None:
                 stop.set()
                 placed = await calls
-                await asyncio.sleep(20)  # let the last calls end
+                if args.callers == "local":
+                    await asyncio.sleep(20)  # let the last calls end
         finally:
+            sipp_dir.cleanup()
             for process in processes:
                 process.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
             for process in processes:
@@ -620,7 +712,7 @@ async def run(args: argparse.Namespace) -> int:
             f"{args.seconds:g}s measured after {args.warmup:g}s warm-up"
             + (f", offered {args.rate:g} requests/s" if args.rate else ", closed loop")
             + (f", {args.processes} API processes" if args.processes > 1 else "")
-            + (f", {args.calls} consent calls kept running" if args.calls else "")
+            + (f", {args.calls} consent calls kept running ({args.callers})" if args.calls else "")
         )
         print(
             f"  {result['rps']:.0f} requests/s ({result['requests']} requests); latency p50 "
@@ -632,10 +724,23 @@ async def run(args: argparse.Namespace) -> int:
             f"  service CPU (all its processes): {cpu * 100:.0f}% of one core; the machine busy "
             f"{busy * 100:.0f}% of one core ({os.cpu_count()} cores here)"
         )
+        if server:
+            print(
+                "  in the service (warm-up included): handler p50 / p99 "
+                + " / ".join(_ms(server[k]) for k in ("handler_p50_ms", "handler_p99_ms"))
+                + f", event-loop lag p99 {_ms(server['loop_lag_p99_ms'])}"
+                + (
+                    f", {server['read_batch_mean']:.2f} requests a statement"
+                    if server["read_batch_mean"]
+                    else ""
+                )
+            )
         if args.calls:
             print(f"  calls: {dict(placed)}, ended: {dict(outcomes_since(db, started_at))}")
         if args.json:
-            figures = json.dumps({**result, "cpu": cpu, "records": total, "rate": args.rate})
+            figures = json.dumps(
+                {**result, "cpu": cpu, "records": total, "rate": args.rate, "server": server}
+            )
             await asyncio.to_thread(Path(args.json).write_text, figures)
         return 0 if set(result["statuses"]) == {200} else 1
     finally:
@@ -665,6 +770,12 @@ def main() -> int:
         help="API processes sharing the port, as `consent-ivr api` (without --calls)",
     )
     p.add_argument("--calls", type=int, default=0, help="consent calls kept running (Asterisk)")
+    p.add_argument(
+        "--callers",
+        choices=("sip", "local"),
+        default="sip",
+        help="the calls' callers: SIPp over SIP with RTP (as phones), or Local channels",
+    )
     p.add_argument("--ramp", type=float, default=15.0, help="seconds for the calls to start")
     p.add_argument("--asterisk", default="22")
     p.add_argument("--port", type=int, default=0, help="default: a free one")

@@ -9,6 +9,7 @@ come from here rather than from a second, hand-written copy that could disagree.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,7 +54,18 @@ class Duration:
 
 def parse(text: str) -> Duration:
     """Parse an ISO 8601 duration; ValueError names what was expected."""
-    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+    if isinstance(text, str):
+        return _parse(text)
+    raise ValueError(
+        f"{text!r} is not an ISO 8601 duration; expected e.g. P1Y, P6M, P30D, P2W or PT1H"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> Duration:
+    # Cached: a record's validity is parsed on every read of its state (the API's hot path),
+    # and a deployment has a handful of distinct values. Duration is frozen.
+    match = _PATTERN.match(text.strip())
     if match is None:
         raise ValueError(
             f"{text!r} is not an ISO 8601 duration; expected e.g. P1Y, P6M, P30D, P2W or PT1H"

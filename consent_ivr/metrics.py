@@ -93,6 +93,12 @@ DB_BATCH = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
     registry=REGISTRY,
 )
+API_READ_BATCH = Histogram(
+    f"{PREFIX}_api_read_batch_requests",
+    "GET /v1/consents requests answered together by one statement (PostgreSQL)",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+    registry=REGISTRY,
+)
 ARI_RECONNECTS = Counter(
     f"{PREFIX}_ari_reconnects", "ARI websocket reconnections after a drop", registry=REGISTRY
 )

@@ -12,8 +12,11 @@ compare the two on the same data). The audit events of those reads (one per requ
 as an executemany through SQLAlchemy, a burst of Python work each second that held the
 requests behind it; COPY costs a few microseconds a row.
 
-A small pool of psycopg async connections, opened on first use; a connection that fails is
-closed and the error raised (the API answers 503), the next use opens a new one.
+A small pool of psycopg async connections, opened on first use. Reads asked while every
+connection is busy go together as one statement (`unnest` of their numbers and purposes), so a
+loaded service spends one round trip and one pass of the driver on many requests. A connection
+that fails is closed and the error raised to every read of its batch (the API answers 503); the
+next use opens a new one.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from sqlalchemy.engine import URL
 
+from consent_ivr import metrics
 from consent_ivr.clock import utc
 
-# The records' state columns (newest first) and the register entries in force (newest first).
-# A withdrawn record carries the channel of its latest `withdrawn` event; only its validity is
-# read of the purpose, the one field the state depends on.
+# For each asked (phone, purpose), in the order asked: the records' state columns (newest
+# first) and the register entries in force (newest first). A withdrawn record carries the
+# channel of its latest `withdrawn` event; only its validity is read of the purpose, the one
+# field the state depends on. One statement answers a whole batch of requests.
 _SQL = """
 SELECT
  (SELECT coalesce(json_agg(json_build_array(
@@ -45,13 +50,15 @@ SELECT
           ORDER BY e.seq DESC LIMIT 1)
       END) ORDER BY r.started_at DESC), '[]'::json)
     FROM consent_records r
-   WHERE r.pii_principal_id = %(phone)s AND r.kind = 'consent'
-     AND (%(purpose)s::text IS NULL OR r.purpose_id = %(purpose)s::text)),
+   WHERE r.pii_principal_id = q.phone AND r.kind = 'consent'
+     AND (q.purpose IS NULL OR r.purpose_id = q.purpose)),
  (SELECT coalesce(json_agg(json_build_array(
       s.id, s.purpose_id, s.channel, s.source, s.reason, s.by, s.record_id, s.created_at)
       ORDER BY s.created_at DESC), '[]'::json)
     FROM suppressions s
-   WHERE s.phone = %(phone)s AND s.lifted_at IS NULL)
+   WHERE s.phone = q.phone AND s.lifted_at IS NULL)
+FROM unnest(%(phones)s::text[], %(purposes)s::text[]) WITH ORDINALITY AS q(phone, purpose, i)
+ORDER BY q.i
 """
 
 
@@ -129,11 +136,24 @@ def conninfo(url: URL) -> str:
     )
 
 
+Asked = tuple[str, "str | None", "asyncio.Future[tuple[list[Any], list[Any]]]"]
+
+
 class AsyncPg:
-    def __init__(self, url: URL, size: int = 4) -> None:
+    """Up to `size` connections. Reads asked while they are all busy wait together and go as
+    one statement (at most `batch` of them) when one is free: under load a round trip, a
+    statement and its driver work answer many requests, and a quiet service still answers
+    each at once. Every request's read starts after it was asked (one snapshot per batch)."""
+
+    def __init__(self, url: URL, size: int = 4, batch: int = 256) -> None:
         self._conninfo = conninfo(url)
         self._idle: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
         self._slots = asyncio.Semaphore(size)
+        self._size = size
+        self._batch = batch
+        self._asked: list[Asked] = []
+        self._readers = 0  # tasks sending batches (at most `size`)
+        self._gathering = False  # one of them is about to take what is asked
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -154,11 +174,56 @@ class AsyncPg:
         self, phone: str, purpose: str | None
     ) -> tuple[list[RecordState], list[RegisterEntry]]:
         """The number's records' state columns (of `purpose`, or all) and its register."""
-        async with self._connection() as conn:
-            cur = await conn.execute(_SQL, {"phone": phone, "purpose": purpose}, prepare=True)
-            row = await cur.fetchone()
-        assert row is not None
-        return rows_of(row[0]), entries_of(row[1])
+        answer: asyncio.Future[tuple[list[Any], list[Any]]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._asked.append((phone, purpose, answer))
+        if not self._gathering and self._readers < self._size:
+            self._gathering = True
+            self._readers += 1
+            asyncio.get_running_loop().create_task(self._read())
+        records, entries = await answer
+        return rows_of(records), entries_of(entries)
+
+    async def _read(self) -> None:
+        """Send what is asked, a batch at a time, until nothing is. A task starts on the
+        loop's next turn: the requests read in this one have joined its first batch."""
+        try:
+            self._gathering = False
+            while self._asked:
+                batch = [a for a in self._asked[: self._batch] if not a[2].done()]
+                del self._asked[: self._batch]
+                if batch:
+                    await self._answer(batch)
+        finally:
+            self._readers -= 1
+            if self._asked and not self._gathering:  # left by a reader that failed
+                self._gathering = True
+                self._readers += 1
+                asyncio.get_running_loop().create_task(self._read())
+
+    async def _answer(self, batch: list[Asked]) -> None:
+        metrics.API_READ_BATCH.observe(len(batch))
+        try:
+            async with self._connection() as conn:
+                cur = await conn.execute(
+                    _SQL,
+                    {"phones": [a[0] for a in batch], "purposes": [a[1] for a in batch]},
+                    prepare=True,
+                )
+                rows = await cur.fetchall()
+            for (_, _, answer), row in zip(batch, rows, strict=True):
+                if not answer.done():
+                    answer.set_result((row[0], row[1]))
+        except Exception as e:
+            for _, _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(e)
+            return
+        except BaseException:  # cancelled: so are the requests waiting for it
+            for _, _, answer in batch:
+                answer.cancel()
+            raise
 
     async def copy(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """Append `rows` to `table` in one COPY (one transaction: all of them or none)."""

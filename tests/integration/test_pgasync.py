@@ -1,8 +1,8 @@
 """PostgreSQL on the event loop (consent_ivr.store.pgasync): the hot path's one-statement read
 gives the same answer as the session path (`services.consent_status`) for every state a person
-can be in, and sees what other connections commit at once; the audit log's COPY keeps a batch
-that failed for the next flush; a connection the server killed fails one use, and the next
-use reconnects."""
+can be in, alone or in a batch of reads asked together, and sees what other connections commit
+at once; the audit log's COPY keeps a batch that failed for the next flush; a connection the
+server killed fails the reads on it, and the next use reconnects."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
+from consent_ivr import metrics
 from consent_ivr.api import audit, services, tokens
 from consent_ivr.api.models import AuditEvent
 from consent_ivr.store import lifecycle, pgasync
@@ -41,11 +42,11 @@ async def by_reader(r: pgasync.AsyncPg, phone: str, purpose: str | None, hours: 
     return services.consent_status_of(CONFIG, phone, purpose, rows, entries, at(hours))
 
 
-def with_reader(db: Database, work: Callable[[pgasync.AsyncPg], Awaitable[T]]) -> T:
-    """`work(reader)` on a new event loop, the reader closed after."""
+def with_reader(db: Database, work: Callable[[pgasync.AsyncPg], Awaitable[T]], size: int = 2) -> T:
+    """`work(reader)` on a new event loop (`size` connections), the reader closed after."""
 
     async def go() -> T:
-        reader = pgasync.AsyncPg(db.engine.url, size=2)
+        reader = pgasync.AsyncPg(db.engine.url, size=size)
         try:
             return await work(reader)
         finally:
@@ -113,6 +114,51 @@ def test_the_reader_answers_as_the_session_does(database: Database) -> None:
     assert [(e["source"], e["channel"], e["by"]) for e in entries] == [("operator", "sms", "Oleg")]
 
 
+def read_batches() -> tuple[float, float]:
+    """(statements, requests) of the hot read so far in this process."""
+    found = {"count": 0.0, "sum": 0.0}
+    for metric in metrics.API_READ_BATCH.collect():
+        for sample in metric.samples:
+            for part in found:
+                if sample.name.endswith("_" + part):
+                    found[part] = sample.value
+    return found["count"], found["sum"]
+
+
+def test_reads_asked_together_go_as_one_statement_each_with_its_own_answer(
+    database: Database,
+) -> None:
+    people(database)
+    asked = [(phone, purpose, 10) for phone in PHONES for purpose in (None, "offers", "news")] * 2
+    before = read_batches()
+
+    async def together(reader: pgasync.AsyncPg) -> list[Any]:
+        return await asyncio.gather(*(by_reader(reader, *q) for q in asked))
+
+    answers = with_reader(database, together)
+    statements, requests = (a - b for a, b in zip(read_batches(), before, strict=True))
+    assert (statements, requests) == (1, len(asked))
+    for q, answer in zip(asked, answers, strict=True):
+        assert answer == by_session(database, *q), q
+    assert len({str(a) for a in answers}) > len(PHONES)  # the answers differ: none was swapped
+
+
+def test_a_read_given_up_leaves_the_others_of_its_batch_answered(database: Database) -> None:
+    people(database)
+
+    async def go(reader: pgasync.AsyncPg) -> list[Any]:
+        reads = [asyncio.ensure_future(by_reader(reader, p, None, 10)) for p in PHONES]
+        await asyncio.sleep(0)  # every read has been asked; the batch is not sent yet
+        reads[2].cancel()  # its client went away
+        done = await asyncio.gather(*reads, return_exceptions=True)
+        assert isinstance(done[2], asyncio.CancelledError)
+        return [d for i, d in enumerate(done) if i != 2]
+
+    answers = with_reader(database, go)
+    phones = [p for i, p in enumerate(PHONES) if i != 2]
+    assert answers == [by_session(database, p, None, 10) for p in phones]
+
+
 def test_an_unknown_purpose_is_refused_the_same_way(database: Database) -> None:
     people(database)
     with pytest.raises(services.UnknownPurpose, match="'nope'") as one:
@@ -154,6 +200,23 @@ def test_a_killed_connection_fails_one_read_and_the_next_reconnects(
 
     failed, (rows, _) = with_reader(database, go)
     assert isinstance(failed, psycopg.errors.AdminShutdown), failed
+    assert [r.status for r in rows] == ["given"]
+
+
+def test_a_killed_connection_fails_every_read_of_its_batch_then_reconnects(
+    database: Database, pg_server: Any
+) -> None:
+    call(database, (OFFERS, "granted"), phone=PHONES[1])
+
+    async def go(reader: pgasync.AsyncPg) -> tuple[list[Any], Any]:
+        await reader.consents(PHONES[1], None)  # opens the only connection
+        assert kill_connections(pg_server, database) == 1
+        batch = [reader.consents(PHONES[1], None) for _ in range(5)]
+        failed = await asyncio.gather(*batch, return_exceptions=True)
+        return failed, await reader.consents(PHONES[1], None)
+
+    failed, (rows, _) = with_reader(database, go, size=1)
+    assert [type(f) for f in failed] == [psycopg.errors.AdminShutdown] * 5, failed
     assert [r.status for r in rows] == ["given"]
 
 
