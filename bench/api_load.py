@@ -662,6 +662,15 @@ async def run(args: argparse.Namespace) -> int:
             for _ in range(args.processes - 1):
                 processes.append(start_service(data, None))
                 await wait_ready(base, processes[-1])
+            if args.beside:
+                # As `consent-ivr api` beside `consent-ivr run`: the web app alone, on a port
+                # of its own that its processes share; the clients ask these.
+                base = f"http://127.0.0.1:{free_port()}"
+                beside = {k: v for k, v in data.items() if k != "ari"}
+                beside["http"] = {"host": "127.0.0.1", "port": int(base.rsplit(":", 1)[1])}
+                for _ in range(args.beside):
+                    processes.append(start_service(beside, None))
+                    await wait_ready(base, processes[-1])
             stop = asyncio.Event()
             calls = None
             started_at = now()
@@ -676,8 +685,10 @@ async def run(args: argparse.Namespace) -> int:
                 )
                 await asyncio.sleep(args.ramp)
             # With several processes on one port a scrape reaches any one of them: not read.
-            seen0 = await scrape_metrics(base) if args.processes == 1 else None
+            askers = args.beside or args.processes
+            seen0 = await scrape_metrics(base) if askers == 1 else None
             cpu0, busy0, t0 = service_cpu(processes), machine_busy(), time.monotonic()
+            calls_cpu0 = service_cpu(processes[:1])
             result = await load(
                 base,
                 token,
@@ -691,6 +702,7 @@ async def run(args: argparse.Namespace) -> int:
             elapsed = time.monotonic() - t0
             server = server_side(seen0, await scrape_metrics(base), args.path) if seen0 else {}
             cpu = (service_cpu(processes) - cpu0) / elapsed
+            calls_cpu = (service_cpu(processes[:1]) - calls_cpu0) / elapsed
             busy = (machine_busy() - busy0) / elapsed
             placed: Counter[str] = Counter()
             if calls is not None:
@@ -712,6 +724,7 @@ async def run(args: argparse.Namespace) -> int:
             f"{args.seconds:g}s measured after {args.warmup:g}s warm-up"
             + (f", offered {args.rate:g} requests/s" if args.rate else ", closed loop")
             + (f", {args.processes} API processes" if args.processes > 1 else "")
+            + (f", asking {args.beside} API processes beside the service" if args.beside else "")
             + (f", {args.calls} consent calls kept running ({args.callers})" if args.calls else "")
         )
         print(
@@ -723,6 +736,7 @@ async def run(args: argparse.Namespace) -> int:
         print(
             f"  service CPU (all its processes): {cpu * 100:.0f}% of one core; the machine busy "
             f"{busy * 100:.0f}% of one core ({os.cpu_count()} cores here)"
+            + (f"; the one taking the calls {calls_cpu * 100:.0f}%" if args.beside else "")
         )
         if server:
             print(
@@ -739,7 +753,17 @@ async def run(args: argparse.Namespace) -> int:
             print(f"  calls: {dict(placed)}, ended: {dict(outcomes_since(db, started_at))}")
         if args.json:
             figures = json.dumps(
-                {**result, "cpu": cpu, "records": total, "rate": args.rate, "server": server}
+                {
+                    **result,
+                    "cpu": cpu,
+                    "records": total,
+                    "rate": args.rate,
+                    "server": server,
+                    "calls": args.calls and {"n": args.calls, "callers": args.callers},
+                    "beside": args.beside,
+                    "calls_service_cpu": calls_cpu if args.beside else None,
+                    "outcomes": dict(outcomes_since(db, started_at)) if args.calls else None,
+                }
             )
             await asyncio.to_thread(Path(args.json).write_text, figures)
         return 0 if set(result["statuses"]) == {200} else 1
@@ -768,6 +792,13 @@ def main() -> int:
         type=int,
         default=1,
         help="API processes sharing the port, as `consent-ivr api` (without --calls)",
+    )
+    p.add_argument(
+        "--beside",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --calls: K API processes beside the service (its own port), asked instead",
     )
     p.add_argument("--calls", type=int, default=0, help="consent calls kept running (Asterisk)")
     p.add_argument(
@@ -800,8 +831,16 @@ def main() -> int:
         serve(Path(args.serve))
         return 0
     if args.processes > 1 and args.calls:
-        p.error("--processes: the web app alone (the service with calls does not share its port)")
-    if args.seconds > 300 or args.clients > 500 or args.rate > 20_000 or args.processes > 8:
+        p.error("--processes: the web app alone (with --calls: --beside K)")
+    if args.beside and not args.calls:
+        p.error("--beside: API processes beside a service taking --calls")
+    if (
+        args.seconds > 300
+        or args.clients > 500
+        or args.rate > 20_000
+        or args.processes > 8
+        or args.beside > 8
+    ):
         p.error("bounded: at most 300 s, 500 clients, 20,000 requests/s and 8 processes")
     return asyncio.run(run(args))
 
