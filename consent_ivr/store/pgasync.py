@@ -154,6 +154,7 @@ class AsyncPg:
         self._asked: list[Asked] = []
         self._readers = 0  # tasks sending batches (at most `size`)
         self._gathering = False  # one of them is about to take what is asked
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -179,9 +180,7 @@ class AsyncPg:
         )
         self._asked.append((phone, purpose, answer))
         if not self._gathering and self._readers < self._size:
-            self._gathering = True
-            self._readers += 1
-            asyncio.get_running_loop().create_task(self._read())
+            self._start_reader()
         records, entries = await answer
         return rows_of(records), entries_of(entries)
 
@@ -198,9 +197,14 @@ class AsyncPg:
         finally:
             self._readers -= 1
             if self._asked and not self._gathering:  # left by a reader that failed
-                self._gathering = True
-                self._readers += 1
-                asyncio.get_running_loop().create_task(self._read())
+                self._start_reader()
+
+    def _start_reader(self) -> None:
+        self._gathering = True
+        self._readers += 1
+        task = asyncio.get_running_loop().create_task(self._read())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, batch: list[Asked]) -> None:
         metrics.API_READ_BATCH.observe(len(batch))
