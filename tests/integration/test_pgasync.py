@@ -7,6 +7,7 @@ server killed fails the reads on it, and the next use reconnects."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -221,14 +222,22 @@ def test_a_killed_connection_fails_every_read_of_its_batch_then_reconnects(
 
 
 def kill_connections(pg_server: Any, database: Database) -> int:
+    """Terminate the hot read's connections; once their backends are gone (termination is a
+    signal: a backend may still answer a query sent at once), how many there were."""
+    where = "WHERE datname = current_database() AND application_name = %s"
     with pg_server.connect(database.engine.url.database) as admin:
-        return len(
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND application_name = %s",
-                (pgasync.APPLICATION,),
-            ).fetchall()
-        )
+        killed = admin.execute(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity {where}",
+            (pgasync.APPLICATION,),
+        ).fetchall()
+        for _ in range(100):
+            left = admin.execute(
+                f"SELECT count(*) FROM pg_stat_activity {where}", (pgasync.APPLICATION,)
+            ).fetchone()
+            if left == (0,):
+                break
+            time.sleep(0.05)
+        return len(killed)
 
 
 def test_the_audit_log_copies_its_batches_and_keeps_a_failed_one(
