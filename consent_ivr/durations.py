@@ -56,7 +56,11 @@ def parse(text: str) -> Duration:
     """Parse an ISO 8601 duration; ValueError names what was expected."""
     if isinstance(text, str):
         return _parse(text)
-    raise ValueError(
+    raise _not_a_duration(text)
+
+
+def _not_a_duration(text: object) -> ValueError:
+    return ValueError(
         f"{text!r} is not an ISO 8601 duration; expected e.g. P1Y, P6M, P30D, P2W or PT1H"
     )
 
@@ -67,9 +71,7 @@ def _parse(text: str) -> Duration:
     # and a deployment has a handful of distinct values. Duration is frozen.
     match = _PATTERN.match(text.strip())
     if match is None:
-        raise ValueError(
-            f"{text!r} is not an ISO 8601 duration; expected e.g. P1Y, P6M, P30D, P2W or PT1H"
-        )
+        raise _not_a_duration(text)
     return Duration(**{k: int(v) for k, v in match.groupdict().items() if v})
 
 
