@@ -367,16 +367,18 @@ class CallStore:
                 "could not store the call start (will retry with the decision): %s", brief(e)
             )
 
-    async def _write(self, work: Any, *, later: bool = False) -> None:
+    async def _write(self, work: Any, *, later: bool = False, reads: bool = False) -> None:
         """Write the pending evidence and `work`'s changes in one transaction; keep the
-        evidence pending if it fails. `later`: nobody waits for it (see Database.batched)."""
+        evidence pending if it fails. `later`: nobody waits for it; `reads`: `work` reads the
+        call's records (see Database.batched)."""
         if self._opening:
             await self._opening
         async with self._writing:
-            await self._write_pending(work, later)
+            await self._write_pending(work, later, reads)
 
-    async def _write_pending(self, work: Any, later: bool = False) -> None:
+    async def _write_pending(self, work: Any, later: bool = False, reads: bool = False) -> None:
         batch = list(self.pending)
+        records = self.ids[1] if reads and self.ids else ()
 
         def tx(session: Session) -> tuple[str, list[str]]:
             call_id, record_ids = self._ensure_open(session)
@@ -384,7 +386,7 @@ class CallStore:
             work(session, call_id, record_ids, items)
             return call_id, record_ids
 
-        self.ids = await self.db.batched(tx, later=later)
+        self.ids = await self.db.batched(tx, later=later, records=records)
         del self.pending[: len(batch)]
 
     async def flush(self) -> None:
@@ -423,7 +425,10 @@ class CallStore:
             lifecycle.store_phone_withdrawal(session, records[0], targets, at, items, self.hooks)
 
         try:
-            await self._write(withdrawal if persist.choice is f.Choice.WITHDRAW else consent)
+            if persist.choice is f.Choice.WITHDRAW:
+                await self._write(withdrawal)
+            else:
+                await self._write(consent, reads=True)
         except Exception as e:
             self.log.error("could not store the decision: %s", brief(e))
             what = {"outcome": DECIDED[persist.choice], "error": brief(e)}
@@ -444,7 +449,7 @@ class CallStore:
             store.finish_call(session, call_id, by_record, ended, items, recording)
 
         try:
-            await self._write(work, later=True)
+            await self._write(work, later=True, reads=True)
         except Exception as e:
             self.log.error(
                 "could not store the end of the call (outcomes %s): %s; journaling it",

@@ -20,13 +20,13 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,8 +35,10 @@ from sqlalchemy.pool import NullPool
 from consent_ivr import metrics
 from consent_ivr.config_types import redact
 from consent_ivr.store import chain
+from consent_ivr.store.models import ConsentRecord
 
 T = TypeVar("T")
+Write = tuple[Callable[[Session], Any], tuple[str, ...], "asyncio.Future[Any]"]
 
 # At most this many writes share a transaction: each waits for the whole batch, and a batch holds
 # the ledger lock until it commits (bench/store_calls.py: 200 calls deciding at once wait
@@ -196,8 +198,8 @@ class Database:
         workers = 1 if is_sqlite(self.url) else 4
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
         self._readers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="db-read")
-        self._waiting: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
-        self._later: list[tuple[Callable[[Session], Any], asyncio.Future[Any]]] = []
+        self._waiting: list[Write] = []
+        self._later: list[Write] = []
         self._batcher: asyncio.Task[None] | None = None
 
     @property
@@ -242,7 +244,9 @@ class Database:
 
         return await self.run(work)
 
-    async def batched(self, fn: Callable[[Session], T], *, later: bool = False) -> T:
+    async def batched(
+        self, fn: Callable[[Session], T], *, later: bool = False, records: Iterable[str] = ()
+    ) -> T:
         """Run ``fn(session)`` as part of the next group commit: in a transaction shared with
         the other batched writes waiting now. Its changes are committed when this returns; its
         exception is raised here. When anything in the shared transaction fails, each write is
@@ -251,9 +255,11 @@ class Database:
         autoflush: ``fn`` must not query rows another write of the batch may have added.
         Only for writes that append evidence: the transaction takes the ledger lock first. A
         write nobody listens for (`later`: a call's end) goes after those a caller waits for.
+        `records`: the consent records ``fn`` reads (`session.get`); the batch loads all its
+        writes' records with one query first, rather than one query each.
         """
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        (self._later if later else self._waiting).append((fn, done))
+        (self._later if later else self._waiting).append((fn, tuple(records), done))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.ensure_future(self._commit_batches())
         return await done
@@ -264,49 +270,69 @@ class Database:
             room = MAX_BATCH - len(batch)
             batch, self._later = batch + self._later[:room], self._later[room:]
             try:
-                outcomes = await self.run(self._write_batch, [fn for fn, _ in batch])
+                outcomes = await self.run(self._write_batch, [w[:2] for w in batch])
             except Exception as e:  # the pool refused the work (closed): none of it ran
-                for _, done in batch:
+                for *_, done in batch:
                     if not done.done():
                         done.set_exception(e)
                 continue
             except BaseException:  # cancelled (the service stops): so are its writers
-                for _, done in batch + self._waiting + self._later:
+                for *_, done in batch + self._waiting + self._later:
                     done.cancel()
                 self._waiting, self._later = [], []
                 raise
-            for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            for (*_, done), (ok, value) in zip(batch, outcomes, strict=True):
                 if not done.done():
                     done.set_result(value) if ok else done.set_exception(value)
 
-    def _write_batch(self, fns: list[Callable[[Session], Any]]) -> list[tuple[bool, Any]]:
-        metrics.DB_BATCH.observe(len(fns))
-        if len(fns) > 1:
+    def _write_batch(
+        self, writes: list[tuple[Callable[[Session], Any], tuple[str, ...]]]
+    ) -> list[tuple[bool, Any]]:
+        metrics.DB_BATCH.observe(len(writes))
+        if len(writes) > 1:
             # No autoflush: the writes are different calls' and do not read one another's
             # new rows; the ORM's changes are flushed once, at the end.
             with contextlib.suppress(Exception):  # one failed, or the commit: told below
-                return [(True, r) for r in self._write_together(fns, autoflush=False)]
+                return [(True, r) for r in self._write_together(writes, autoflush=False)]
         # Each alone, so that one that fails fails alone (and says why).
         outcomes: list[tuple[bool, Any]] = []
-        for fn in fns:
+        for write in writes:
             try:
-                outcomes.append((True, self._write_together([fn], autoflush=True)[0]))
+                outcomes.append((True, self._write_together([write], autoflush=True)[0]))
             except Exception as e:
                 outcomes.append((False, e))
         return outcomes
 
-    def _write_together(self, fns: list[Callable[[Session], Any]], *, autoflush: bool) -> list[Any]:
-        """`fns` in one transaction, the ledger lock taken first (as everywhere), their events
-        written together at the end. Any exception rolls all of it back."""
+    def _write_together(
+        self, writes: list[tuple[Callable[[Session], Any], tuple[str, ...]]], *, autoflush: bool
+    ) -> list[Any]:
+        """`writes` in one transaction, the ledger lock taken first (as everywhere), the
+        records they read loaded together, their events written together at the end. Any
+        exception rolls all of it back."""
         with metrics.db_write(), self.session() as session:
             chain.lock(session)
+            wanted = list(dict.fromkeys(r for _, records in writes for r in records))
+            # Held here: the session's identity map keeps its objects only weakly.
+            loaded = [] if not wanted else _load_records(session, wanted)
             with chain.deferred(session):
                 if autoflush:
-                    return [fn(session) for fn in fns]
-                with session.no_autoflush:
-                    return [fn(session) for fn in fns]
+                    results = [fn(session) for fn, _ in writes]
+                else:
+                    with session.no_autoflush:
+                        results = [fn(session) for fn, _ in writes]
+            del loaded
+            return results
 
     def close(self) -> None:
         self._readers.shutdown(wait=True)
         self._pool.shutdown(wait=True)
         self.engine.dispose()
+
+
+def _load_records(session: Session, ids: list[str]) -> list[ConsentRecord]:
+    """The consent records `ids` into the session, by as few queries as the IN lists allow."""
+    found: list[ConsentRecord] = []
+    for start in range(0, len(ids), 500):
+        chosen = ConsentRecord.record_id.in_(ids[start : start + 500])
+        found += session.scalars(select(ConsentRecord).where(chosen))
+    return found

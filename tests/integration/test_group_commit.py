@@ -9,7 +9,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from consent_ivr import metrics
@@ -165,3 +165,41 @@ async def test_a_withdrawal_sees_what_the_batch_did_before_it(database: Database
         assert [e.data.get("by") for e in events if e.kind == "withdrawn"] == ["op2"]
         assert s.get(ConsentRecord, record_id).status == "withdrawn"  # type: ignore[union-attr]
     assert intact(database)[1] == []
+
+
+async def test_the_records_a_batch_reads_are_loaded_by_one_query(database: Database) -> None:
+    """Decisions that name their record (`records=`) find it loaded with the batch's others:
+    no query per record; those that do not name it each query it."""
+    opened = await asyncio.gather(*(database.batched(opening(i)) for i in range(10)))
+    lookups: list[str] = []
+
+    def seen(_conn, _cursor, statement: str, *_args) -> None:  # type: ignore[no-untyped-def]
+        if "FROM consent_records" in statement and "consent_records.kind" in statement:
+            lookups.append(statement)
+
+    def deciding(record_id: str):  # type: ignore[no-untyped-def]
+        def write(session: Session) -> None:
+            records.store_decision(session, record_id, "granted", T0 + timedelta(seconds=3))
+
+        return write
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        await asyncio.gather(*(database.batched(deciding(r), records=[r]) for r in opened[:5]))
+        named = len(lookups)
+        await asyncio.gather(*(database.batched(deciding(r)) for r in opened[5:]))
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert (named, len(lookups) - named) == (1, 5)
+    with database.session() as s:
+        outcomes = s.scalars(select(ConsentRecord.outcome))
+        assert list(outcomes) == ["granted"] * 10
+    assert intact(database)[1] == []
+
+
+def opening(i: int):  # type: ignore[no-untyped-def]
+    def write(session: Session) -> str:
+        _, (record_id,) = records.open_call(session, new_call(i), [NewRecord("consent", PURPOSE)])
+        return record_id
+
+    return write
