@@ -297,9 +297,16 @@ class CallStore:
         assert phone is not None
         # Through the direct entry every active consent may go; else this campaign's.
         wanted = None if self.setup.withdraw else self.purposes
-        return active_consents(
+        active = active_consents(
             session, phone, wanted, config=self.config, language=self.setup.language
         )
+        # What the decision's hooks can do ahead of it, off the ledger lock (in this thread).
+        _, campaign = self.config.campaign(self.setup.campaign)
+        for hook in self.hooks:
+            ahead = getattr(hook, "ahead", None)
+            if ahead is not None:
+                ahead(phone, campaign.jurisdiction)
+        return active
 
     def note(self, kind: str, data: dict[str, Any], at: datetime | None, step: f.Step) -> None:
         self.pending.append(Evidence(at or now(), kind, step.value, data))

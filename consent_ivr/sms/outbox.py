@@ -12,6 +12,7 @@ shows why no confirmation went out; the consent record itself is never touched.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -276,8 +277,23 @@ def enqueued_event(job: SmsJob, at: datetime) -> Evidence:
 
 def decision_hook(sms: SmsConfig, channels: Channels = NO_CHANNELS) -> DecisionHook:
     """What the decision transaction calls: the outbox half of the transactional outbox."""
+    return _ConfirmationHook(sms, channels)
 
-    def hook(session: Session, decided: Decided) -> list[tuple[str, Evidence]]:
+
+class _ConfirmationHook:
+    def __init__(self, sms: SmsConfig, channels: Channels) -> None:
+        self.sms, self.channels = sms, channels
+
+    def ahead(self, phone: str, region: str | None) -> None:
+        """Before the decision, while the caller listens: the recipient's number parsed and
+        checked (remembered by parse_mobile), so that the decision's transaction, which holds
+        the ledger lock, does not spend its time on it."""
+        if self.sms.enabled:
+            with contextlib.suppress(InvalidPhone):
+                parse_mobile(phone, region)
+
+    def __call__(self, session: Session, decided: Decided) -> list[tuple[str, Evidence]]:
+        sms, channels = self.sms, self.channels
         if not sms.enabled:
             return []
         records = [*decided.records]
@@ -312,8 +328,6 @@ def decision_hook(sms: SmsConfig, channels: Channels = NO_CHANNELS) -> DecisionH
         if job.status == HELD:
             return []  # its events come when the call ends and the text is final
         return [(r, enqueued_event(job, decided.at)) for r in job.record_ids]
-
-    return hook
 
 
 def _decision_of(record: ConsentRecord) -> str:

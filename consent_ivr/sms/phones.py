@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import phonenumbers
@@ -20,8 +21,11 @@ class MobileNumber:
     time_zones: tuple[str, ...]
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_mobile(raw: str, region: str | None = None) -> MobileNumber:
-    """Normalise ``raw`` to E.164 and insist on a mobile number (landlines get no SMS)."""
+    """Normalise ``raw`` to E.164 and insist on a mobile number (landlines get no SMS).
+    Remembered: the same numbers come back (a call's number is parsed ahead of its decision,
+    see consent_ivr.sms.outbox), and parsing costs some 0.2 ms."""
     try:
         number = phonenumbers.parse(raw, region if region and len(region) == 2 else None)
     except phonenumbers.NumberParseException as e:

@@ -111,3 +111,33 @@ async def test_a_call_opened_in_a_batch_that_failed_is_opened_once_when_run_agai
     with db.session() as session:
         assert session.query(Call).count() == 1
     db.close()
+
+
+async def test_the_sms_recipient_is_parsed_while_the_caller_listens(tmp_path: Path) -> None:
+    """The SMS hook's number check runs at the call's start (`prepare`), so the decision's
+    transaction, which holds the ledger lock, finds it done."""
+    from consent_ivr.service import decision_hooks
+    from consent_ivr.sms.phones import parse_mobile
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    upgrade(url)
+    config = Config.model_validate({"database": {"url": url}})
+    db = Database(url)
+    setup = CallSetup(
+        direction="inbound",
+        campaign="default",
+        language="ru",
+        subject=Subject("+79169876543", "caller-id"),
+        channel_id="ch-1",
+        started_at=datetime.now(UTC),
+    )
+    log = logging.LoggerAdapter(logging.getLogger("test"), {})
+    store = CallStore(db, config, setup, decision_hooks(config), log)
+    parse_mobile.cache_clear()
+    await store.prepare()
+    assert parse_mobile.cache_info().currsize == 1
+    store.open()
+    assert await store.decide(f.Persist(0, f.Choice.AGREE)) is None
+    info = parse_mobile.cache_info()
+    assert (info.hits, info.misses) == (1, 1)  # the decision's check found it parsed
+    db.close()
