@@ -162,13 +162,14 @@ def checked_database_url(args: argparse.Namespace) -> str:
     return url
 
 
-def with_db(args: argparse.Namespace, fn: Any) -> Any:
-    """``fn(session)`` in one transaction on the configured database."""
+def with_db(args: argparse.Namespace, fn: Any, *, snapshot: bool = False) -> Any:
+    """``fn(session)`` in one transaction on the configured database (`snapshot`: a read
+    that sees one moment, see Database.snapshot)."""
     from consent_ivr.store.db import Database
 
     db = Database(checked_database_url(args))
     try:
-        with db.session() as session:
+        with db.snapshot() if snapshot else db.session() as session:
             return fn(session)
     finally:
         db.close()
@@ -371,7 +372,7 @@ def full_view(session: Any, conf: cfg.Config, record_id: str) -> dict[str, Any] 
 
 def cmd_show(args: argparse.Namespace) -> int:
     conf = config_of(args)
-    view = with_db(args, lambda session: full_view(session, conf, args.record_id))
+    view = with_db(args, lambda session: full_view(session, conf, args.record_id), snapshot=True)
     if view is None:
         print(f"no record {args.record_id}", file=sys.stderr)
         return 1

@@ -122,7 +122,7 @@ def find_records(
 ) -> list[dict[str, Any]] | None:
     """The records of the call on `channel_id` (one per purpose), once the call has ended
     (or, with `finished` false, once its start is stored)."""
-    with db.session() as session:
+    with db.snapshot() as session:
         call = session.scalars(select(Call).where(Call.channel_id == channel_id)).first()
         if call is None or (finished and call.ended_at is None):
             return None

@@ -392,7 +392,7 @@ class Api:
         from consent_ivr.cli import full_view
 
         rid = self.record_id(request)
-        view = await self.db.read(lambda s: full_view(s, self.config, rid))
+        view = await self.db.read(lambda s: full_view(s, self.config, rid), snapshot=True)
         if view is None:
             raise Problem(404, "not-found", f"no record {rid}")
         return json_response(view)

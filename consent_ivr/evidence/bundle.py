@@ -99,7 +99,7 @@ def export(db: Database, config: Config, record_id: str, out: Path) -> Report:
         covered = _covered(session, config, record_id)
     if not covered:
         checkpoints.checkpoint(db, Path(config.evidence.checkpoints), keys.signer(config))
-    with db.session() as session:
+    with db.snapshot() as session:  # the record, its events and its ledger at one moment
         return _write(session, config, record_id, out)
 
 

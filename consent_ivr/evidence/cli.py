@@ -39,7 +39,8 @@ def _database(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def _with_session(args: argparse.Namespace, fn: Callable[[Any], T]) -> T:
-    with _database(args) as db, db.session() as session:
+    """``fn(session)`` reading one moment of the database (see Database.snapshot)."""
+    with _database(args) as db, db.snapshot() as session:
         return fn(session)
 
 

@@ -212,6 +212,22 @@ class Database:
         with self._sessions() as session, session.begin():
             yield session
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Session]:
+        """A session for reading only, whose statements all see the database at one moment:
+        a record's head and its events, read by two statements, agree even while calls append
+        to it (else a live record can look tampered with). REPEATABLE READ on PostgreSQL; on
+        SQLite a read transaction (its driver begins one only for writes). Rolled back."""
+        with self._sessions() as session:
+            if is_sqlite(self.url):
+                session.connection().exec_driver_sql("BEGIN")
+            else:
+                session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            try:
+                yield session
+            finally:
+                session.rollback()
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """Run ``fn(*args)`` in the database thread pool, off the event loop."""
         return await self._in(self._pool, "writers", functools.partial(fn, *args))
@@ -225,12 +241,12 @@ class Database:
 
         return await asyncio.get_running_loop().run_in_executor(pool, timed)
 
-    async def read(self, fn: Callable[[Session], T]) -> T:
+    async def read(self, fn: Callable[[Session], T], *, snapshot: bool = False) -> T:
         """Run ``fn(session)`` in a reader thread: for reads only, which must not wait for
-        the writers."""
+        the writers. `snapshot`: in `Database.snapshot` (several statements that must agree)."""
 
         def work() -> T:
-            with self.session() as session:
+            with self.snapshot() if snapshot else self.session() as session:
                 return fn(session)
 
         return await self._in(self._readers, "readers", work)

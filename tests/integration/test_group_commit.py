@@ -203,3 +203,32 @@ def opening(i: int):  # type: ignore[no-untyped-def]
         return record_id
 
     return write
+
+
+def test_a_snapshot_sees_a_record_and_its_events_at_one_moment(database: Database) -> None:
+    """A record read while a call appends to it: its head and its events come from two
+    statements. In a snapshot they agree (the chain is intact); in a plain session, on
+    PostgreSQL, the event committed in between makes the record look tampered with."""
+    with database.session() as s:
+        record_id = a_call(1)(s)
+
+    def append(n: int) -> None:
+        with database.session() as s:
+            at = T0 + timedelta(minutes=n)
+            chain.append(s, [(record_id, Evidence(at, "sms_sent", None, {"n": n}))])
+
+    with database.snapshot() as s:
+        record = s.get(ConsentRecord, record_id)
+        assert record is not None
+        append(1)  # committed between the two reads
+        events = chain.events_of(s, record_id)
+        assert chain.head_problems(record, events) == []
+        assert records.record_view(s, record_id)["integrity"]["chain_ok"]
+    if database.dialect == "postgresql":
+        with database.session() as s:
+            record = s.get(ConsentRecord, record_id)
+            assert record is not None
+            append(2)
+            assert chain.head_problems(record, chain.events_of(s, record_id)) != []
+    with database.snapshot() as s:
+        assert records.record_view(s, record_id)["integrity"]["chain_ok"]
