@@ -220,7 +220,7 @@ class Console:
 
         w, caller = self.words(request), request[CALLER]
         rid = self.record_id(request)
-        doc = await self.db.read(lambda s: record_document(s, self.svc, rid))
+        doc = await self.db.read(lambda s: record_document(s, self.svc, rid), snapshot=True)
         if doc is None:
             return self.html(pages.message(w, w("search.none", q=rid), who=caller.name, q=rid), 404)
         view = doc["view"]
