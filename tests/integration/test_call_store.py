@@ -13,6 +13,8 @@ import pytest
 from consent_ivr import flow as f
 from consent_ivr.calls import CallSetup, CallStore
 from consent_ivr.config import Config
+from consent_ivr.service import decision_hooks
+from consent_ivr.sms.phones import parse_mobile
 from consent_ivr.store import chain
 from consent_ivr.store.db import Database, upgrade
 from consent_ivr.store.models import Call
@@ -21,21 +23,24 @@ from consent_ivr.store.records import Subject
 pytestmark = pytest.mark.integration
 
 
-def store_for(tmp: Path) -> tuple[CallStore, Database]:
+def store_for(
+    tmp: Path, *, sms: bool = False, phone: str = "+79161234567"
+) -> tuple[CallStore, Database]:
+    """A call's store on a fresh SQLite database; `sms`: with the service's SMS hook."""
     url = f"sqlite:///{tmp / 'c.db'}"
     upgrade(url)
-    config = Config.model_validate({"database": {"url": url}, "sms": {"enabled": False}})
+    config = Config.model_validate({"database": {"url": url}, "sms": {"enabled": sms}})
     db = Database(url)
     setup = CallSetup(
         direction="inbound",
         campaign="default",
         language="ru",
-        subject=Subject("+79161234567", "caller-id"),
+        subject=Subject(phone, "caller-id"),
         channel_id="ch-1",
         started_at=datetime.now(UTC),
     )
     log = logging.LoggerAdapter(logging.getLogger("test"), {})
-    return CallStore(db, config, setup, (), log), db
+    return CallStore(db, config, setup, decision_hooks(config), log), db
 
 
 def kinds(db: Database, record_id: str) -> list[str]:
@@ -116,23 +121,7 @@ async def test_a_call_opened_in_a_batch_that_failed_is_opened_once_when_run_agai
 async def test_the_sms_recipient_is_parsed_while_the_caller_listens(tmp_path: Path) -> None:
     """The SMS hook's number check runs at the call's start (`prepare`), so the decision's
     transaction, which holds the ledger lock, finds it done."""
-    from consent_ivr.service import decision_hooks
-    from consent_ivr.sms.phones import parse_mobile
-
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    upgrade(url)
-    config = Config.model_validate({"database": {"url": url}})
-    db = Database(url)
-    setup = CallSetup(
-        direction="inbound",
-        campaign="default",
-        language="ru",
-        subject=Subject("+79169876543", "caller-id"),
-        channel_id="ch-1",
-        started_at=datetime.now(UTC),
-    )
-    log = logging.LoggerAdapter(logging.getLogger("test"), {})
-    store = CallStore(db, config, setup, decision_hooks(config), log)
+    store, db = store_for(tmp_path, sms=True, phone="+79169876543")
     parse_mobile.cache_clear()
     await store.prepare()
     assert parse_mobile.cache_info().currsize == 1
