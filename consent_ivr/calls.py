@@ -265,6 +265,7 @@ class CallStore:
         self.log = log
         _, campaign = config.campaign(setup.campaign)
         self.purposes = list(campaign.purposes)
+        self.jurisdiction = campaign.jurisdiction
         self.active: list[ActiveConsent] = []
         self.dialogue = f.Dialogue(purposes=tuple(self.purposes))
         self.pending: list[Evidence] = []
@@ -301,11 +302,10 @@ class CallStore:
             session, phone, wanted, config=self.config, language=self.setup.language
         )
         # What the decision's hooks can do ahead of it, off the ledger lock (in this thread).
-        _, campaign = self.config.campaign(self.setup.campaign)
         for hook in self.hooks:
             ahead = getattr(hook, "ahead", None)
             if ahead is not None:
-                ahead(phone, campaign.jurisdiction)
+                ahead(phone, self.jurisdiction)
         return active
 
     def note(self, kind: str, data: dict[str, Any], at: datetime | None, step: f.Step) -> None:

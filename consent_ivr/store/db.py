@@ -38,6 +38,8 @@ from consent_ivr.store import chain
 from consent_ivr.store.models import ConsentRecord
 
 T = TypeVar("T")
+# A batched write: its function and the consent records it reads; queued with its future.
+Job = tuple[Callable[[Session], Any], tuple[str, ...]]
 Write = tuple[Callable[[Session], Any], tuple[str, ...], "asyncio.Future[Any]"]
 
 # At most this many writes share a transaction: each waits for the whole batch, and a batch holds
@@ -301,9 +303,7 @@ class Database:
                 if not done.done():
                     done.set_result(value) if ok else done.set_exception(value)
 
-    def _write_batch(
-        self, writes: list[tuple[Callable[[Session], Any], tuple[str, ...]]]
-    ) -> list[tuple[bool, Any]]:
+    def _write_batch(self, writes: list[Job]) -> list[tuple[bool, Any]]:
         metrics.DB_BATCH.observe(len(writes))
         if len(writes) > 1:
             # No autoflush: the writes are different calls' and do not read one another's
@@ -319,9 +319,7 @@ class Database:
                 outcomes.append((False, e))
         return outcomes
 
-    def _write_together(
-        self, writes: list[tuple[Callable[[Session], Any], tuple[str, ...]]], *, autoflush: bool
-    ) -> list[Any]:
+    def _write_together(self, writes: list[Job], *, autoflush: bool) -> list[Any]:
         """`writes` in one transaction, the ledger lock taken first (as everywhere), the
         records they read loaded together, their events written together at the end. Any
         exception rolls all of it back."""
@@ -329,7 +327,7 @@ class Database:
             chain.lock(session)
             wanted = list(dict.fromkeys(r for _, records in writes for r in records))
             # Held here: the session's identity map keeps its objects only weakly.
-            loaded = [] if not wanted else _load_records(session, wanted)
+            loaded = _load_records(session, wanted)
             with chain.deferred(session):
                 if autoflush:
                     results = [fn(session) for fn, _ in writes]
