@@ -515,14 +515,18 @@ def key_note(flow: f.ConsentFlow, digit: str) -> dict[str, Any]:
     return data
 
 
-async def keep_recording(
-    recordings_dir: Path, setup: CallSetup, name: str, data: bytes
-) -> RecordingInfo:
-    """Store a call's recording under our own name, hashed, encrypted when a recording key is
-    set (in a worker thread)."""
-    folder = recordings_dir / setup.started_at.strftime("%Y/%m/%d")
-    saved = await asyncio.to_thread(audio.save, folder, f"{name}.wav", data, audio.recording_key())
-    metrics.recording_stored(len(data))
+def recording_writer(recordings_dir: Path, started_at: datetime, name: str) -> audio.AudioWriter:
+    """Where a call's recording is stored as it is downloaded: under our own name, in the
+    folder of the call's day, encrypted when a recording key is set."""
+    folder = recordings_dir / started_at.strftime("%Y/%m/%d")
+    return audio.AudioWriter(folder, f"{name}.wav", audio.recording_key())
+
+
+async def keep_recording(writer: audio.AudioWriter) -> RecordingInfo:
+    """Commit a downloaded recording (fsync and rename, in a worker thread): what the record
+    keeps of it."""
+    saved = await asyncio.to_thread(writer.commit)
+    metrics.recording_stored(saved.size)
     return RecordingInfo(
         path=str(saved.path),
         sha256=saved.sha256,

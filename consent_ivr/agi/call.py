@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from consent_ivr import audio
 from consent_ivr import flow as f
 from consent_ivr.agi.config import AgiConfig
 from consent_ivr.agi.protocol import AgiChannel, AgiResult
@@ -37,6 +36,7 @@ from consent_ivr.calls import (
     keep_recording,
     key_note,
     prompt_note,
+    recording_writer,
 )
 from consent_ivr.config import Config
 from consent_ivr.phone import mask
@@ -213,23 +213,17 @@ class AgiCall:
         path = self.ctx.agi.local_recordings / f"{self.recording}.wav"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ctx.config.flow.recording_stop_timeout_s
-        while True:
-            data = await asyncio.to_thread(_read, path)
-            if data is not None and audio.wav_closed(data):
-                break
-            if loop.time() > deadline:
-                self.log.error("recording %s was not closed in time (%s)", self.recording, path)
-                return None
-            await asyncio.sleep(0.2)
-        info = await keep_recording(self.ctx.recordings_dir, self.setup, self.key, data)
+        writer = recording_writer(self.ctx.recordings_dir, self.setup.started_at, self.key)
+        try:
+            while not await asyncio.to_thread(writer.copy_from, path):
+                if loop.time() > deadline:
+                    self.log.error("recording %s was not closed in time (%s)", self.recording, path)
+                    return None
+                await asyncio.sleep(0.2)
+            info = await keep_recording(writer)
+        finally:
+            writer.discard()
         if not self.ctx.config.recordings.keep_on_asterisk:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.unlink)
         return info
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return None

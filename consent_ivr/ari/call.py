@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from consent_ivr import audio, metrics
 from consent_ivr import flow as f
-from consent_ivr import metrics
 from consent_ivr.api import jsonlog
 from consent_ivr.ari.client import RECEIVED, AriClient, AriError, AriEvent, event_time
 from consent_ivr.calls import (
@@ -25,6 +25,7 @@ from consent_ivr.calls import (
     keep_recording,
     key_note,
     prompt_note,
+    recording_writer,
 )
 from consent_ivr.config import Config
 from consent_ivr.phone import mask
@@ -433,17 +434,17 @@ class CallSession:
             with contextlib.suppress(AriError):
                 await self.ari.hangup(self.channel_id)
         recording = None
+        writer = recording_writer(self.ctx.recordings_dir, self.setup.started_at, self.key)
         try:
-            data = await self._collect_recording()
-            if data is not None:
-                recording = await keep_recording(
-                    self.ctx.recordings_dir, self.setup, self.key, data
-                )
+            if await self._collect_recording(writer):
+                recording = await keep_recording(writer)
         except OSError as e:
             # Disk full, folder not writable: the evidence still goes to the database, with
             # why the recording is missing; Asterisk keeps its copy.
             self.log.error("could not store recording %s: %s", self.recording_name, e)
             self.note("recording_failed", {"name": self.recording_name, "error": str(e)[:200]})
+        finally:
+            writer.discard()
         # What the flow did not decide (the call was cut short on our side) is our failure.
         outcomes = tuple(o or f.Outcome.FAILED for o in self.flow.outcomes)
         if await self.store.finish(outcomes, recording):
@@ -455,12 +456,13 @@ class CallSession:
 
     # ---- recording ----------------------------------------------------------------------------
 
-    async def _collect_recording(self) -> bytes | None:
+    async def _collect_recording(self, writer: audio.AudioWriter) -> bool:
+        """The call's recording downloaded into `writer`; False when there is none."""
         if self.recording_state is None:
-            return None
+            return False
         timeout = self.ctx.config.flow.recording_stop_timeout_s
         if self.recording_state == "mixmonitor":
-            return await self.ari.closed_recording(self.recording_name, timeout)
+            return await self.ari.closed_recording(self.recording_name, timeout, writer)
         if not self.recording_done.is_set():
             # The snoop ends with the channel; ask explicitly if it has not yet.
             with contextlib.suppress(AriError):
@@ -471,12 +473,13 @@ class CallSession:
             self.log.error(
                 "recording %s did not finish (%s)", self.recording_name, self.recording_state
             )
-            return None
+            return False
         try:
-            return await self.ari.stored_recording(self.recording_name)
+            await self.ari.stored_recording(self.recording_name, writer)
         except AriError as e:
             self.log.error("could not download the recording: %s", e)
-            return None
+            return False
+        return True
 
     async def _drain_until_recorded(self) -> None:
         while not self.recording_done.is_set():

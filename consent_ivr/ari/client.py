@@ -19,12 +19,11 @@ import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from consent_ivr import metrics
-from consent_ivr.audio import wav_closed
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,18 @@ AriEvent = dict[str, Any]
 RECEIVED = "consent_ivr_received"
 # How long a finished call waits for its recording while Asterisk is unreachable (restarting).
 RECORDING_UNREACHABLE_S = 120.0
+
+
+DOWNLOAD_CHUNK = 64 * 1024
+
+
+class Sink(Protocol):
+    """Where a download goes as it arrives (audio.AudioWriter)."""
+
+    def restart(self) -> None: ...
+    def write(self, chunk: bytes, /) -> None: ...
+    @property
+    def wav_closed(self) -> bool: ...
 
 
 class AriError(Exception):
@@ -49,6 +60,13 @@ class AriError(Exception):
     def transient(self) -> bool:
         """Asterisk unreachable or unavailable (restarting, shutting down): worth retrying."""
         return self.status == 0 or self.status >= 500
+
+
+def _error(method: str, path: str, status: int, body: bytes) -> AriError:
+    detail = body.decode("utf-8", "replace")[:200]
+    with contextlib.suppress(ValueError, AttributeError):
+        detail = json.loads(detail).get("message", detail)
+    return AriError(method, path, status, detail)
 
 
 def without_credentials(url: str) -> str:
@@ -225,26 +243,29 @@ class AriClient:
 
     # ---- REST -----------------------------------------------------------------------------
 
-    async def request(
-        self, method: str, path: str, params: dict[str, Any] | None = None, *, raw: bool = False
-    ) -> Any:
+    async def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
         assert self._session is not None, "start() first"
-        url = self.base + path
         try:
-            async with self._session.request(method, url, params=params) as resp:
+            async with self._session.request(method, self.base + path, params=params) as resp:
                 body = await resp.read()
                 if resp.status >= 400:
-                    detail = body.decode("utf-8", "replace")[:200]
-                    with contextlib.suppress(ValueError):
-                        detail = json.loads(detail).get("message", detail)
-                    raise AriError(method, path, resp.status, detail)
-                if raw:
-                    return body
-                if not body:
-                    return None
-                return json.loads(body)
+                    raise _error(method, path, resp.status, body)
+                return json.loads(body) if body else None
         except aiohttp.ClientError as e:
             raise AriError(method, path, 0, str(e)) from e
+
+    async def download(self, path: str, sink: Sink) -> None:
+        """GET `path` into `sink` as it arrives (the sink restarted first)."""
+        assert self._session is not None, "start() first"
+        sink.restart()
+        try:
+            async with self._session.get(self.base + path) as resp:
+                if resp.status >= 400:
+                    raise _error("GET", path, resp.status, await resp.read())
+                async for chunk in resp.content.iter_chunked(DOWNLOAD_CHUNK):
+                    sink.write(chunk)
+        except aiohttp.ClientError as e:
+            raise AriError("GET", path, 0, str(e)) from e
 
     async def answer(self, channel_id: str) -> None:
         await self.request("POST", f"/channels/{channel_id}/answer")
@@ -281,28 +302,30 @@ class AriClient:
     async def stop_recording(self, name: str) -> None:
         await self.request("POST", f"/recordings/live/{name}/stop")
 
-    async def stored_recording(self, name: str) -> bytes:
-        return await self.request(  # type: ignore[no-any-return]
-            "GET", f"/recordings/stored/{name}/file", raw=True
-        )
+    async def stored_recording(self, name: str, sink: Sink) -> None:
+        await self.download(f"/recordings/stored/{name}/file", sink)
 
     async def closed_recording(
-        self, name: str, timeout: float, unreachable_s: float = RECORDING_UNREACHABLE_S
-    ) -> bytes | None:
-        """A stored recording once its writer has closed it: MixMonitor closes its file a moment
-        after the channel is gone, and only then writes the sizes into the WAV header, so this
-        downloads until the header matches the file. None when it does not in `timeout`.
-        While Asterisk is unreachable or unavailable (a restart: the file stays in its spool)
-        it keeps trying for up to `unreachable_s`."""
+        self,
+        name: str,
+        timeout: float,
+        sink: Sink,
+        unreachable_s: float = RECORDING_UNREACHABLE_S,
+    ) -> bool:
+        """A stored recording into `sink` once its writer has closed it: MixMonitor closes its
+        file a moment after the channel is gone, and only then writes the sizes into the WAV
+        header, so this downloads until the header matches the file. False when it does not
+        in `timeout`. While Asterisk is unreachable or unavailable (a restart: the file stays
+        in its spool) it keeps trying for up to `unreachable_s`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         give_up = deadline + unreachable_s
         warned = False
         while True:
             try:
-                data = await self.stored_recording(name)
-                if wav_closed(data):
-                    return data
+                await self.stored_recording(name, sink)
+                if sink.wav_closed:
+                    return True
             except AriError as e:
                 if e.transient and loop.time() < give_up:
                     if not warned:
@@ -314,10 +337,10 @@ class AriClient:
                     continue
                 if e.status != 404:
                     log.error("could not download recording %s: %s", name, e)
-                    return None
+                    return False
             if loop.time() > deadline:
                 log.error("recording %s was not closed in %.0fs", name, timeout)
-                return None
+                return False
             await asyncio.sleep(0.2)
 
     async def delete_stored_recording(self, name: str) -> None:

@@ -26,9 +26,9 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from consent_ivr import audio, journal
+from consent_ivr import journal
 from consent_ivr.ari.client import AriClient, AriError
-from consent_ivr.calls import journal_dir
+from consent_ivr.calls import journal_dir, keep_recording, recording_writer
 from consent_ivr.clock import now, utc
 from consent_ivr.config import Config
 from consent_ivr.store import chain
@@ -36,7 +36,6 @@ from consent_ivr.store import records as store
 from consent_ivr.store.chain import Evidence
 from consent_ivr.store.db import Database
 from consent_ivr.store.models import Call
-from consent_ivr.store.records import RecordingInfo
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +106,16 @@ async def _recover(
         with contextlib.suppress(AriError):
             await ari.hangup(call.channel_id)
     recording = None
-    data = None
     if call.recording:
-        data = await ari.closed_recording(call.recording, config.flow.recording_stop_timeout_s)
-    if data is not None:
-        folder = recordings / call.started_at.strftime("%Y/%m/%d")
+        writer = recording_writer(recordings, call.started_at, call.call_id)
+        timeout = config.flow.recording_stop_timeout_s
         try:
-            saved = await asyncio.to_thread(
-                audio.save, folder, f"{call.call_id}.wav", data, audio.recording_key()
-            )
-            recording = RecordingInfo(
-                str(saved.path), saved.sha256, saved.duration_s, "wav", saved.size
-            )
+            if await ari.closed_recording(call.recording, timeout, writer):
+                recording = await keep_recording(writer)
         except OSError as e:
             log.error("could not store the recovered recording %s: %s", call.recording, e)
+        finally:
+            writer.discard()
     at = now()
     note = {
         "reason": "the service stopped without closing the call",

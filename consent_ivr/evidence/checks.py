@@ -269,6 +269,12 @@ def subject_findings(
 
 # ---- audio ------------------------------------------------------------------------------------
 
+
+class Unreadable(str):
+    """In place of a hash: the file is there but cannot be read, and why (an encrypted
+    recording without its key)."""
+
+
 # Given a recording_stored event's data or a prompt's sha256: where the audio is (a path or
 # a bundle member, to name it) and its SHA-256, None when it is not there.
 AudioLookup = Callable[[Any], tuple[str, str | None]]
@@ -306,6 +312,12 @@ def audio_findings(
             report.problems.append(
                 Finding(f"recording {name}", "missing", record_id, stored.seq, expected, None)
             )
+    elif isinstance(found, Unreadable):
+        report.problems.append(
+            Finding(
+                f"recording {name}", f"cannot be read: {found}", record_id, stored.seq, expected
+            )
+        )
     elif found != expected:
         report.problems.append(
             Finding(

@@ -51,11 +51,13 @@ class Files:
     def sha256(self, path: Path) -> str | None:
         """A recording's hash: of its plain audio, also when it is encrypted at rest."""
         if path not in self._recordings:
+            found: str | None = None
             try:
                 plain = audio.read(path) if path.is_file() else None
-            except audio.RecordingKeyError:
-                plain = None
-            self._recordings[path] = hashlib.sha256(plain).hexdigest() if plain else None
+                found = hashlib.sha256(plain).hexdigest() if plain else None
+            except audio.RecordingKeyError as e:
+                found = checks.Unreadable(str(e))
+            self._recordings[path] = found
         return self._recordings[path]
 
     def prompt(self, sha: Any) -> tuple[str, str | None]:

@@ -1,10 +1,14 @@
 """Evidence from real calls (Asterisk 22 with SQLite, 16 with PostgreSQL): the bundle of a real
 call verifies alone and names any file changed by one byte; `verify --all` passes over every
-call the module made; `show` reports the record verified."""
+call the module made; `show` reports the record verified; a recording encrypted at rest keeps
+the hash of its plain audio and verifies with the key only."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import os
 import secrets
 import uuid
 import zipfile
@@ -13,16 +17,17 @@ from typing import Any
 
 import pytest
 
+from consent_ivr import audio
 from consent_ivr.evidence import bundle
 from consent_ivr.evidence.verify import verify_all, verify_record
-from consent_ivr.service import Service
+from consent_ivr.service import Service, running
 from consent_ivr.simulate import place_call, wait_for_record
-from tests.e2e.conftest import assert_evidence
+from tests.e2e.conftest import assert_evidence, asterisk_env, e2e_config
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
 
-async def agreed(service: Service) -> dict[str, Any]:
+async def agreed(service: Service, *, plain: bool = True) -> dict[str, Any]:
     channel_id = f"e2e-{uuid.uuid4().hex[:12]}"
     await place_call(
         service.app.ari,
@@ -35,7 +40,8 @@ async def agreed(service: Service) -> dict[str, Any]:
     )
     view = await wait_for_record(service.db, channel_id, 120)
     assert view["outcome"] == "granted"
-    assert_evidence(view)
+    if plain:  # assert_evidence hashes the file as it is on disk
+        assert_evidence(view)
     return view
 
 
@@ -89,3 +95,40 @@ async def test_every_call_verifies_and_show_says_so(service: Service) -> None:
     assert one.ok, one.lines()
     assert every.ok, every.lines()
     assert every.counts.get("records", 0) >= 1
+
+
+async def test_a_recording_encrypted_at_rest_verifies_with_its_key_only(
+    e2e_prompts_built: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = os.urandom(32)
+    monkeypatch.setenv(audio.KEY_ENV, base64.b64encode(key).decode())
+    conf = e2e_config(asterisk_env("22"), f"sqlite:///{tmp_path / 'c.db'}", tmp_path)
+    async with running(conf, sms_worker=False) as svc:
+        view = await agreed(svc, plain=False)
+
+        def check() -> Any:
+            with svc.db.session() as s:
+                return verify_record(s, conf, view["record_id"])
+
+        verified = await svc.db.run(check)
+        assert verified.ok, verified.lines()
+        exported = await svc.db.run(
+            bundle.export, svc.db, conf, view["record_id"], tmp_path / "b.zip"
+        )
+        assert exported.ok, exported.lines()
+        monkeypatch.delenv(audio.KEY_ENV)
+        unverified = await svc.db.run(check)
+    assert not unverified.ok
+    (problem,) = unverified.problems  # named as unreadable, not as missing or changed
+    assert problem.what.startswith("recording ") and audio.KEY_ENV in problem.message
+
+    path = Path(view["recording"]["path"])
+    blob = await asyncio.to_thread(path.read_bytes)
+    assert blob.startswith(audio.MAGIC) and b"RIFF" not in blob[:64]
+    plain = audio.decrypt(blob, key)
+    assert audio.wav_closed(plain) and view["recording"]["duration_s"] > 1
+    assert hashlib.sha256(plain).hexdigest() == view["recording"]["sha256"]
+    with zipfile.ZipFile(tmp_path / "b.zip") as z:  # the bundle carries the plain audio
+        (name,) = [n for n in z.namelist() if n.startswith("recording.")]
+        assert z.read(name) == plain
+    assert bundle.verify_bundle(tmp_path / "b.zip").ok
