@@ -72,6 +72,7 @@ SERVICE_HISTOGRAMS = (
     "consent_ivr_key",
     "consent_ivr_ari",
     "consent_ivr_db",
+    "consent_ivr_gc",
 )
 
 
@@ -135,6 +136,14 @@ def scrape(text: str) -> dict[str, dict[str, float]]:
         le = labels.pop("le")
         key = m.group(1) + "".join(f",{k}={v}" for k, v in sorted(labels.items()))
         out.setdefault(key, {})[le] = float(m.group(3))
+    return out
+
+
+def sums(text: str, name: str) -> dict[str, float]:
+    """A histogram's _sum per label set, from a Prometheus exposition."""
+    out: dict[str, float] = {}
+    for m in re.finditer(rf"^{name}_sum(\{{.*\}})? (\S+)$", text, re.M):
+        out[m.group(1) or ""] = float(m.group(2))
     return out
 
 
@@ -453,6 +462,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     for key in sorted(ha)
                     if key.startswith(SERVICE_HISTOGRAMS)
                 }
+                gc0, gc1 = (sums(t, "consent_ivr_gc_pause_seconds") for t in (before, after))
+                app["gc_pause_s"] = {k: v - gc0.get(k, 0.0) for k, v in gc1.items()}
                 run["app"] = app
                 # --- the same callers, plain dialplan
                 if not args.no_dialplan:
@@ -616,6 +627,8 @@ def report_run(run: dict[str, Any]) -> None:
                 f"            {key}: p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms,"
                 f" {q['count'] / r['calls']:.1f} per call"
             )
+    gc_ms = {k: round(v * 1000) for k, v in app.get("gc_pause_s", {}).items()}
+    print(f"            garbage collector's pauses in all, ms: {gc_ms}")
     deepest = ", ".join(f"{t['name']} {t['max_depth']}" for t in run["taskprocessors"][:3])
     print(f"            Asterisk's deepest queues since its start: {deepest}")
     if "dialplan" in run:

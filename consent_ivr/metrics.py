@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Sequence
@@ -112,6 +113,13 @@ LOOP_LAG = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
+GC_PAUSE = Histogram(
+    f"{PREFIX}_gc_pause_seconds",
+    "Each collection of Python's garbage collector, by generation: every thread waits for it",
+    ["generation"],
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
 HTTP_REQUESTS = Counter(
     f"{PREFIX}_http_requests",
     "HTTP requests answered, by route and status",
@@ -171,6 +179,23 @@ async def watch_loop(interval: float = 0.25) -> None:
         start = loop.time()
         await asyncio.sleep(interval)
         LOOP_LAG.observe(max(0.0, loop.time() - start - interval))
+
+
+def watch_gc() -> None:
+    """Time every collection of Python's garbage collector from now on (once per process)."""
+    if _gc_timed not in gc.callbacks:
+        gc.callbacks.append(_gc_timed)
+
+
+_GC_BY_GENERATION = [GC_PAUSE.labels(str(g)) for g in range(3)]
+_gc_started = [0.0]
+
+
+def _gc_timed(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[0] = time.perf_counter()
+    else:
+        _GC_BY_GENERATION[info["generation"]].observe(time.perf_counter() - _gc_started[0])
 
 
 # ---- read when scraped ------------------------------------------------------------------------

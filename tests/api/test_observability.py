@@ -1,10 +1,12 @@
-"""/metrics, /healthz and /readyz of the real web app, on SQLite and PostgreSQL; the JSON log
-lines; the token commands; the 0006 migration up and down with no drift from the models."""
+"""/metrics, /healthz and /readyz of the real web app, on SQLite and PostgreSQL; the garbage
+collector's pauses and the frozen start-up heap; the JSON log lines; the token commands; the
+0006 migration up and down with no drift from the models."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import io
 import json
 import logging
@@ -25,6 +27,7 @@ from consent_ivr import metrics
 from consent_ivr.api.jsonlog import JsonFormatter, bind
 from consent_ivr.api.models import ApiToken
 from consent_ivr.phone import mask
+from consent_ivr.service import settle_heap
 from consent_ivr.store.db import make_engine, upgrade
 from consent_ivr.store.models import Base
 from tests.api.conftest import PHONE, T0, Site
@@ -87,6 +90,25 @@ async def test_metrics_read_the_database_when_scraped(site: Site) -> None:
     assert ("consent_ivr_event_loop_lag_seconds_count", ()) in got
     assert ("process_resident_memory_bytes", ()) in got
     assert PHONE not in text and OTHER_PHONE not in text
+
+
+async def test_garbage_collections_are_timed_and_the_start_up_heap_frozen(site: Site) -> None:
+    metrics.watch_gc()
+    metrics.watch_gc()  # once per process, however often it is asked
+    assert gc.callbacks.count(metrics._gc_timed) == 1
+    full = ("consent_ivr_gc_pause_seconds_count", (("generation", "2"),))
+    before = samples((await site.call("GET", "/metrics"))[2]).get(full, 0.0)
+    gc.collect()
+    got = samples((await site.call("GET", "/metrics"))[2])
+    assert got[full] == before + 1
+    assert got[("consent_ivr_gc_pause_seconds_sum", (("generation", "2"),))] > 0
+    try:
+        settle_heap()
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # the modules, mappers and configuration loaded by now
+        assert gc.get_count()[0] < 700  # and nothing young left behind
+    finally:
+        gc.unfreeze()
 
 
 async def test_healthz_and_readyz_name_the_failing_part(site: Site, tmp_path: Path) -> None:
