@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from consent_ivr import flow as f
 from consent_ivr.ari.call import CallContext, CallSession
-from consent_ivr.ari.client import AriClient, event_target
+from consent_ivr.ari.client import AriClient, event_target, event_time
 from consent_ivr.calls import CallSetup
 from consent_ivr.config import Config
 from consent_ivr.prompts import Catalog
@@ -124,3 +124,28 @@ def test_a_malformed_key_event_is_logged_by_type_only(
     with caplog.at_level(logging.WARNING):
         asyncio.run(session._on_ari(event))
     assert "ignored a malformed ARI event 'ChannelDtmfReceived': KeyError" in caplog.text
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(2000, 1, 1),
+        max_value=datetime(2100, 1, 1),
+        timezones=st.timezones(),
+    )
+)
+@SETTINGS
+def test_asterisk_timestamps_are_read_to_the_millisecond(at: datetime) -> None:
+    offset = at.strftime("%z")  # as Asterisk writes it: +0300
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}" + offset
+    read = event_time({"timestamp": stamp})
+    assert read.tzinfo is UTC
+    assert read == at.replace(microsecond=at.microsecond // 1000 * 1000).astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    "stamp", [None, "", "garbage", 20261201, "2026-12-01T12:00:00.123", ["2026-12-01"]]
+)
+def test_an_unreadable_or_zoneless_timestamp_is_taken_as_now(stamp: Any) -> None:
+    before = datetime.now(UTC)
+    read = event_time({"timestamp": stamp})
+    assert before <= read <= datetime.now(UTC)
