@@ -58,6 +58,8 @@ class AriConfig(_Model):
     password: str = Field(default="", repr=False, exclude=True)
     app: str = Field(default="consent-ivr", min_length=1)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    # HTTP connections to ARI at once; keep it under http.conf's sessionlimit (default 100).
+    connections: int = Field(default=64, ge=1, le=10000)
 
     @field_validator("url")
     @classmethod

@@ -58,6 +58,7 @@ class ConsentApp:
             config.ari.password,
             config.ari.app,
             reconnect_max_s=config.ari.reconnect_max_s,
+            connections=config.ari.connections,
         )
         self.context = CallContext(
             self.ari, config, db, catalog, tuple(decision_hooks), self.recordings_dir

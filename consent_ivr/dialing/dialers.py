@@ -105,6 +105,7 @@ class AriDialer:
             config.ari.password,
             self.app,
             reconnect_max_s=config.ari.reconnect_max_s,
+            connections=config.ari.connections,
         )
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consent_ivr import flow as f
+from consent_ivr.ari.app import ConsentApp
 from consent_ivr.ari.call import CallContext, CallSession
 from consent_ivr.ari.client import AriClient, event_target, event_time
 from consent_ivr.calls import CallSetup
@@ -149,3 +150,24 @@ def test_an_unreadable_or_zoneless_timestamp_is_taken_as_now(stamp: Any) -> None
     before = datetime.now(UTC)
     read = event_time({"timestamp": stamp})
     assert before <= read <= datetime.now(UTC)
+
+
+@pytest.mark.asyncio
+async def test_the_ari_connection_pool_is_as_large_as_configured(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    for connections in (64, 256):
+        config = Config.model_validate(
+            {
+                "database": {"url": url},
+                "prompts": {"audio_dir": str(tmp_path / "audio")},
+                "ari": {"connections": connections},
+            }
+        )
+        app = ConsentApp(config, Database(url), Catalog(config), [])
+        await app.ari.start(events=False)  # no request yet: nothing to connect to
+        try:
+            assert app.ari._session is not None
+            assert app.ari._session.connector is not None
+            assert app.ari._session.connector.limit == connections
+        finally:
+            await app.ari.close()
