@@ -185,7 +185,7 @@ def settle_heap() -> None:
     configuration, the prompt catalog, phone number metadata) lives as long as the process.
     Frozen, it is out of the garbage collector's sight: a full collection then scans only what
     the calls and requests create. It stops every thread while it runs: at 200 SIP calls,
-    15-18 ms instead of 100-114 ms (bench/RESULTS.md, change 10)."""
+    13-89 ms (median 43) instead of 102-114 ms (bench/RESULTS.md, change 10)."""
     gc.collect()
     gc.freeze()
 
