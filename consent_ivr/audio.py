@@ -151,14 +151,20 @@ class AudioWriter:
         f.write(self._seal.update(chunk) if self._seal is not None else chunk)
 
     def copy_from(self, path: Path) -> bool:
-        """Write the file at `path` from its start, in chunks (blocking: in a worker thread);
-        whether it is a closed WAV. False when `path` cannot be opened (not there yet)."""
+        """Write the file at `path` once it is a closed WAV, in chunks (blocking: in a worker
+        thread); whether it was. Until then (not there yet, or its header's sizes not written)
+        only its header is read and nothing is written."""
         try:
             source = path.open("rb")
         except OSError:
             return False
-        self.restart()
         with source:
+            head = source.read(HEAD)
+            size = os.fstat(source.fileno()).st_size
+            if size <= 44 or not _closed(head, size):
+                return False
+            self.restart()
+            self.write(head)
             while chunk := source.read(CHUNK):
                 self.write(chunk)
         return self.wav_closed
