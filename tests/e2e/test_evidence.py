@@ -86,7 +86,7 @@ async def test_every_call_verifies_and_show_says_so(service: Service) -> None:
     view = await agreed(service)
 
     def check() -> tuple[Any, Any]:
-        with service.db.session() as s:
+        with service.db.snapshot() as s:
             return verify_record(s, service.config, view["record_id"]), verify_all(
                 s, service.config
             )
@@ -107,7 +107,7 @@ async def test_a_recording_encrypted_at_rest_verifies_with_its_key_only(
         view = await agreed(svc, plain=False)
 
         def check() -> Any:
-            with svc.db.session() as s:
+            with svc.db.snapshot() as s:
                 return verify_record(s, conf, view["record_id"])
 
         verified = await svc.db.run(check)

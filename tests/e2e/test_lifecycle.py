@@ -101,7 +101,7 @@ def events(svc: Service, record_id: str) -> list[Any]:
 
 
 def view(svc: Service, record_id: str) -> dict[str, Any]:
-    with svc.db.session() as s:
+    with svc.db.snapshot() as s:  # the head and the events at one moment, as `show` reads them
         return record_view(s, record_id)
 
 
@@ -281,7 +281,7 @@ async def test_expiry_by_validity(service: Service) -> None:
     assert news["outcome"] == "granted"
     decided = datetime.fromisoformat(news["decided_at"])
     assert datetime.fromisoformat(news["expires_at"]) == decided + timedelta(minutes=1)
-    with service.db.session() as s:
+    with service.db.snapshot() as s:
         assert (
             record_view(s, news["record_id"], at=decided + timedelta(seconds=59))["status"]
             == "given"

@@ -117,6 +117,12 @@ class World:
         with self.svc.db.session() as s:
             return fn(s)
 
+    def view(self, channel_id: str) -> dict[str, Any]:
+        """The record of the call on `channel_id`: its head and events read at one moment
+        (the SMS worker may be appending to it)."""
+        with self.svc.db.snapshot() as s:
+            return records.record_view(s, _record_of(s, channel_id))
+
 
 @pytest_asyncio.fixture(
     loop_scope="session", scope="module", params=BACKENDS, ids=["ast22-sqlite", "ast16-pg"]
@@ -188,7 +194,7 @@ async def test_answered_call_agrees(world: World) -> None:
     assert "e2e-offers: granted" in proc.stdout
     [attempt] = attempts(w, phone)
     assert attempt.result == "answered" and attempt.campaign == "default"
-    view = w.read(lambda s: records.record_view(s, _record_of(s, attempt.channel_id)))
+    view = w.view(str(attempt.channel_id))
     assert view["outcome"] == "granted" and view["direction"] == "outbound"
     assert view["phone"] == phone and view["phone_source"] == "dialled"
     assert [k["digit"] for k in view["keys"] if k["acted_on"]] == ["1", "1"]

@@ -41,7 +41,7 @@ class World:
     tmp: Path
 
     def views(self, number: str) -> list[dict[str, Any]]:
-        with self.svc.db.session() as s:
+        with self.svc.db.snapshot() as s:  # heads and events at one moment
             calls = s.scalars(select(Call).where(Call.caller_number == number)).all()
             return [record_view(s, r.record_id) for c in calls for r in c.records]
 
