@@ -71,12 +71,21 @@ async def main() -> None:
     await client.start(events=False)
     tmp = Path(tempfile.mkdtemp(prefix="recordings-bench-"))
 
+    def save_whole(folder: Path, name: str, data: bytes) -> None:
+        """The old way's write: the whole recording, already in memory, in one go."""
+        writer = audio.AudioWriter(folder, name, key)
+        try:
+            writer.write(data)
+            writer.commit()
+        finally:
+            writer.discard()
+
     async def whole(name: str, folder: Path) -> None:
         assert client._session is not None
         async with client._session.get(f"{client.base}/recordings/stored/{name}/file") as r:
             data = await r.read()
         assert audio.wav_closed(data)
-        await asyncio.to_thread(audio.save, folder, f"{name}.wav", data, key)
+        await asyncio.to_thread(save_whole, folder, f"{name}.wav", data)
 
     async def streamed(name: str, folder: Path) -> None:
         writer = audio.AudioWriter(folder, f"{name}.wav", key)

@@ -211,13 +211,3 @@ class AudioWriter:
             self._seal.authenticate_additional_data(MAGIC)
             f.write(MAGIC + nonce)
         return f
-
-
-def save(folder: Path, name: str, data: bytes, key: bytes | None = None) -> SavedAudio:
-    """Write `data` as folder/name (see AudioWriter): the hash and duration of the plain audio."""
-    writer = AudioWriter(folder, name, key)
-    try:
-        writer.write(data)
-        return writer.commit()
-    finally:
-        writer.discard()

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -522,10 +522,22 @@ def recording_writer(recordings_dir: Path, started_at: datetime, name: str) -> a
     return audio.AudioWriter(folder, f"{name}.wav", audio.recording_key())
 
 
-async def keep_recording(writer: audio.AudioWriter) -> RecordingInfo:
-    """Commit a downloaded recording (fsync and rename, in a worker thread): what the record
-    keeps of it."""
-    saved = await asyncio.to_thread(writer.commit)
+async def store_recording(
+    recordings_dir: Path,
+    started_at: datetime,
+    name: str,
+    fill: Callable[[audio.AudioWriter], Awaitable[bool]],
+) -> RecordingInfo | None:
+    """A call's recording written by `fill` (False: there was none to keep) into the writer of
+    `recording_writer`, then committed (fsync and rename, in a worker thread): what the record
+    keeps of it. A write that fails (OSError: disk full, folder not writable) leaves nothing."""
+    writer = recording_writer(recordings_dir, started_at, name)
+    try:
+        if not await fill(writer):
+            return None
+        saved = await asyncio.to_thread(writer.commit)
+    finally:
+        writer.discard()
     metrics.recording_stored(saved.size)
     return RecordingInfo(
         path=str(saved.path),

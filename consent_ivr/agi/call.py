@@ -29,14 +29,14 @@ from typing import Any
 from consent_ivr import flow as f
 from consent_ivr.agi.config import AgiConfig
 from consent_ivr.agi.protocol import AgiChannel, AgiResult
+from consent_ivr.audio import AudioWriter
 from consent_ivr.calls import (
     CallPrompts,
     CallSetup,
     CallStore,
-    keep_recording,
     key_note,
     prompt_note,
-    recording_writer,
+    store_recording,
 )
 from consent_ivr.config import Config
 from consent_ivr.phone import mask
@@ -213,16 +213,20 @@ class AgiCall:
         path = self.ctx.agi.local_recordings / f"{self.recording}.wav"
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.ctx.config.flow.recording_stop_timeout_s
-        writer = recording_writer(self.ctx.recordings_dir, self.setup.started_at, self.key)
-        try:
+
+        async def copied(writer: AudioWriter) -> bool:
             while not await asyncio.to_thread(writer.copy_from, path):
                 if loop.time() > deadline:
                     self.log.error("recording %s was not closed in time (%s)", self.recording, path)
-                    return None
+                    return False
                 await asyncio.sleep(0.2)
-            info = await keep_recording(writer)
-        finally:
-            writer.discard()
+            return True
+
+        info = await store_recording(
+            self.ctx.recordings_dir, self.setup.started_at, self.key, copied
+        )
+        if info is None:
+            return None
         if not self.ctx.config.recordings.keep_on_asterisk:
             with contextlib.suppress(OSError):
                 await asyncio.to_thread(path.unlink)

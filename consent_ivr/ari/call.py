@@ -22,10 +22,9 @@ from consent_ivr.calls import (
     CallPrompts,
     CallSetup,
     CallStore,
-    keep_recording,
     key_note,
     prompt_note,
-    recording_writer,
+    store_recording,
 )
 from consent_ivr.config import Config
 from consent_ivr.phone import mask
@@ -434,17 +433,15 @@ class CallSession:
             with contextlib.suppress(AriError):
                 await self.ari.hangup(self.channel_id)
         recording = None
-        writer = recording_writer(self.ctx.recordings_dir, self.setup.started_at, self.key)
         try:
-            if await self._collect_recording(writer):
-                recording = await keep_recording(writer)
+            recording = await store_recording(
+                self.ctx.recordings_dir, self.setup.started_at, self.key, self._collect_recording
+            )
         except OSError as e:
             # Disk full, folder not writable: the evidence still goes to the database, with
             # why the recording is missing; Asterisk keeps its copy.
             self.log.error("could not store recording %s: %s", self.recording_name, e)
             self.note("recording_failed", {"name": self.recording_name, "error": str(e)[:200]})
-        finally:
-            writer.discard()
         # What the flow did not decide (the call was cut short on our side) is our failure.
         outcomes = tuple(o or f.Outcome.FAILED for o in self.flow.outcomes)
         if await self.store.finish(outcomes, recording):

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from consent_ivr import journal
 from consent_ivr.ari.client import AriClient, AriError
-from consent_ivr.calls import journal_dir, keep_recording, recording_writer
+from consent_ivr.calls import journal_dir, store_recording
 from consent_ivr.clock import now, utc
 from consent_ivr.config import Config
 from consent_ivr.store import chain
@@ -107,15 +107,16 @@ async def _recover(
             await ari.hangup(call.channel_id)
     recording = None
     if call.recording:
-        writer = recording_writer(recordings, call.started_at, call.call_id)
-        timeout = config.flow.recording_stop_timeout_s
+        name, timeout = call.recording, config.flow.recording_stop_timeout_s
         try:
-            if await ari.closed_recording(call.recording, timeout, writer):
-                recording = await keep_recording(writer)
+            recording = await store_recording(
+                recordings,
+                call.started_at,
+                call.call_id,
+                lambda writer: ari.closed_recording(name, timeout, writer),
+            )
         except OSError as e:
             log.error("could not store the recovered recording %s: %s", call.recording, e)
-        finally:
-            writer.discard()
     at = now()
     note = {
         "reason": "the service stopped without closing the call",
