@@ -36,7 +36,7 @@ async def test_asterisk_restarted_mid_call(e2e_prompts_built: None, tmp_path: Pa
         await asyncio.to_thread(asterisk_script, "start", "16")
         v = await wait_for_record(svc.db, channel, 120)
         assert v["outcome"] in ("abandoned", "failed")
-        assert v["integrity"]["chain_ok"]
+        assert v["integrity"]["chain_ok"], v["integrity"]["problems"]
         assert prompts(v)[:1] == ["notice"], "the partial evidence is kept"
         await until(lambda: asyncio.sleep(0, result=svc.app.ari.connected.is_set()), 30, "ARI")
         after = await wait_for_record(svc.db, await call(svc), 120)

@@ -133,7 +133,7 @@ async def test_a_recording_that_cannot_be_saved_loses_no_evidence(
     failed = [e for e in v["events"] if e["kind"] == "recording_failed"]
     assert len(failed) == 1 and failed[0]["data"]["error"]
     assert [k[0] for k in keys(v)] == ["1", "1"] and "recorded_agree" in prompts(v)
-    assert v["integrity"]["chain_ok"]
+    assert v["integrity"]["chain_ok"], v["integrity"]["problems"]
 
 
 async def test_files_are_for_the_service_alone(service: Service) -> None:

@@ -159,7 +159,7 @@ async def test_granted_then_withdrawn_by_a_second_call(service: Service) -> None
     assert withdrawn[0].data["via_record"] == second["record_id"]
     assert withdrawn[0].data["via_call"] == second["call"]["call_id"]
     assert withdrawn[0].data["channel"] == "phone"
-    assert again["integrity"]["chain_ok"]
+    assert again["integrity"]["chain_ok"], again["integrity"]["problems"]
 
     def state() -> lifecycle.ConsentState:
         with service.db.session() as s:
