@@ -578,6 +578,11 @@ def figures(run: dict[str, Any]) -> dict[str, Any]:
         "menu_ms": summary(app["delays"]["menu"]),
         "decision_ms": summary(app["delays"]["decision"]),
         "loop_lag_p99_ms": lag.get("p99"),
+        "play_requests_per_call": (
+            hist["consent_ivr_ari_playlist_prompts"]["count"] / n
+            if "consent_ivr_ari_playlist_prompts" in hist
+            else None
+        ),
         "db_write_transactions_per_call": hist.get("consent_ivr_db_write_seconds", {}).get(
             "count", 0
         )
@@ -629,8 +634,11 @@ def report_run(run: dict[str, Any]) -> None:
         print(
             f"            PostgreSQL commits per call (reads too): {r['pg_commits_per_call']:.1f}"
         )
+    if r["play_requests_per_call"] is not None:
+        print(f"            play requests per call: {r['play_requests_per_call']:.1f}")
     for key, q in app["service_histograms_ms"].items():
-        if q["p50"] is not None and not key.startswith("consent_ivr_event_loop"):
+        seconds = "_seconds" in key and not key.startswith("consent_ivr_event_loop")
+        if q["p50"] is not None and seconds:
             print(
                 f"            {key}: p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms,"
                 f" {q['count'] / r['calls']:.1f} per call"

@@ -515,23 +515,18 @@ def key_note(flow: f.ConsentFlow, digit: str) -> dict[str, Any]:
     return data
 
 
-def recording_writer(recordings_dir: Path, started_at: datetime, name: str) -> audio.AudioWriter:
-    """Where a call's recording is stored as it is downloaded: under our own name, in the
-    folder of the call's day, encrypted when a recording key is set."""
-    folder = recordings_dir / started_at.strftime("%Y/%m/%d")
-    return audio.AudioWriter(folder, f"{name}.wav", audio.recording_key())
-
-
 async def store_recording(
     recordings_dir: Path,
     started_at: datetime,
     name: str,
     fill: Callable[[audio.AudioWriter], Awaitable[bool]],
 ) -> RecordingInfo | None:
-    """A call's recording written by `fill` (False: there was none to keep) into the writer of
-    `recording_writer`, then committed (fsync and rename, in a worker thread): what the record
-    keeps of it. A write that fails (OSError: disk full, folder not writable) leaves nothing."""
-    writer = recording_writer(recordings_dir, started_at, name)
+    """A call's recording written by `fill` (False: there was none to keep) as it is
+    downloaded, under our own name in the folder of the call's day (encrypted when a recording
+    key is set), then committed (fsync and rename, in a worker thread): what the record keeps
+    of it. A write that fails (OSError: disk full, folder not writable) leaves nothing."""
+    folder = recordings_dir / started_at.strftime("%Y/%m/%d")
+    writer = audio.AudioWriter(folder, f"{name}.wav", audio.recording_key())
     try:
         if not await fill(writer):
             return None

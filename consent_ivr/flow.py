@@ -29,6 +29,11 @@ before the caller is told it is recorded; a failed store ends in `failed`, never
 Playbacks and timers carry ids, so a late "finished" or "expired" from one the flow has moved
 past is ignored instead of being mistaken for the current one.
 
+`following()` names the prompts that will come next if the one playing ends with no key pressed
+(the notice, the purpose and the question, say), so that a front may hand them to the media
+server as one playlist instead of one request each. The front still reports each prompt's end
+as it comes, and the flow still decides every step.
+
 `TRANSITIONS` lists every step change the machine can make; `diagram()` draws it for ops and
 lawyers, and the unit tests check the machine against it in both directions.
 """
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Step(enum.StrEnum):
@@ -423,6 +429,25 @@ class ConsentFlow:
                 self._expect(Step.SAVING, event)
                 return self._persisted(ok)
         raise FlowError(f"unknown event {event!r} in step {self.step.value}")
+
+    def following(self, limit: int = 4) -> list[tuple[str, int | None]]:
+        """The prompts (name, item) that will play after the one playing if it ends and no key
+        is pressed, up to the first point where the flow waits for something else (a key, a
+        timer, a store) or ends the call: worked out on a copy, so it cannot disagree with what
+        `handle` will do."""
+        if self._playing is None or self.step is Step.DONE:
+            return []
+        state: dict[str, Any] = dict(vars(self))
+        state["_queue"], state["outcomes"] = list(self._queue), list(self.outcomes)
+        sim = ConsentFlow.__new__(ConsentFlow)
+        sim.__dict__.update(state)
+        upcoming: list[tuple[str, int | None]] = []
+        while len(upcoming) < limit and sim._playing is not None:
+            actions = sim.handle(PromptFinished(sim._playing))
+            if len(actions) != 1 or not isinstance(actions[0], Play):
+                break
+            upcoming.append((actions[0].prompt, actions[0].item))
+        return upcoming
 
     @property
     def accepts_keys(self) -> bool:

@@ -100,6 +100,12 @@ API_READ_BATCH = Histogram(
     buckets=(1, 2, 5, 10, 20, 50, 100, 200),
     registry=REGISTRY,
 )
+ARI_PLAYLIST = Histogram(
+    f"{PREFIX}_ari_playlist_prompts",
+    "Prompts handed to Asterisk in one play request (a playlist)",
+    buckets=(1, 2, 3, 4, 6),
+    registry=REGISTRY,
+)
 ARI_RECONNECTS = Counter(
     f"{PREFIX}_ari_reconnects", "ARI websocket reconnections after a drop", registry=REGISTRY
 )

@@ -28,7 +28,7 @@ from consent_ivr.calls import (
 )
 from consent_ivr.config import Config
 from consent_ivr.phone import mask
-from consent_ivr.prompts import Catalog
+from consent_ivr.prompts import Catalog, Prompt
 from consent_ivr.store.db import Database
 from consent_ivr.store.records import DecisionHook
 
@@ -42,6 +42,23 @@ WATCHDOG_FACTOR, WATCHDOG_MARGIN_S = 3.0, 10.0
 @dataclass(frozen=True)
 class _LostPlayback:
     play_id: int
+
+
+@dataclass
+class _Playlist:
+    """One ARI playback: the prompt that plays now (the flow's play id, name and item), then the
+    prompts queued behind it in the same request, which the flow has not asked for yet (it
+    names them in advance with `following()`). Asterisk announces each with its own
+    PlaybackStarted; that is when the one before has ended, for the flow."""
+
+    play_id: int
+    name: str
+    item: int | None
+    rest: list[tuple[str, int | None, str]]  # name, item, media URI
+    started: int = 0  # PlaybackStarted events seen
+    at: datetime | None = None  # when the prompt that plays now started
+    duration_s: float | None = None  # and how long it is
+    advancing: bool = False  # the next item has started; the flow is asked for it
 
 
 @dataclass(frozen=True)
@@ -88,7 +105,7 @@ class CallSession:
         self.flow = f.ConsentFlow(self.rules)
         self.prompts: CallPrompts | None = None
         self.queue: asyncio.Queue[AriEvent | f.Event | _LostPlayback] = asyncio.Queue()
-        self.playbacks: dict[str, tuple[int, str, int | None]] = {}
+        self.playbacks: dict[str, _Playlist] = {}
         self.timers: dict[int, asyncio.TimerHandle] = {}
         self.recording_state: str | None = None  # started / done / failed / mixmonitor
         self.recording_done = asyncio.Event()
@@ -225,10 +242,16 @@ class CallSession:
                 self._trace_key(ev, digit)
             await self._feed(f.KeyPressed(digit))
         elif kind == "PlaybackStarted":
-            play = self.playbacks.get(ev["playback"]["id"])
+            playback_id = ev["playback"]["id"]
+            play = self.playbacks.get(playback_id)
             if play and self.prompts:
-                prompt = await self.prompts.get(play[1], play[2])
-                self.note("prompt", prompt_note(prompt), at=event_time(ev))
+                play.started += 1
+                at = event_time(ev)
+                if play.started > 1 and not await self._next_in_list(playback_id, play, at):
+                    return
+                prompt = await self.prompts.get(play.name, play.item)
+                play.at, play.duration_s = at, prompt.duration_s
+                self.note("prompt", prompt_note(prompt), at=at)
                 if self.key_at is not None:
                     metrics.keypress_answered(self.key_at, event_time(ev))
                     self.key_at = None
@@ -240,14 +263,14 @@ class CallSession:
         elif kind == "PlaybackFinished":
             play = self.playbacks.pop(ev["playback"]["id"], None)
             if play:
-                watchdog = self.watchdogs.pop(play[0], None)
+                watchdog = self.watchdogs.pop(play.play_id, None)
                 if watchdog:
                     watchdog.cancel()
                 if ev["playback"].get("state") == "failed":
-                    self.note("prompt_failed", {"prompt": play[1]})
-                    await self._feed(f.PromptFailed(play[0], "playback failed"))
+                    self.note("prompt_failed", {"prompt": play.name})
+                    await self._feed(f.PromptFailed(play.play_id, "playback failed"))
                 else:
-                    await self._feed(f.PromptFinished(play[0]))
+                    await self._feed(f.PromptFinished(play.play_id))
         elif kind == "RecordingStarted":
             self.recording_state = "started"
             watchdog = self.timers.pop(-1, None)
@@ -312,8 +335,8 @@ class CallSession:
                 watchdog = self.watchdogs.pop(pid, None)
                 if watchdog:
                     watchdog.cancel()
-                for pb_id, (known, _, _) in list(self.playbacks.items()):
-                    if known == pid:
+                for pb_id, play in list(self.playbacks.items()):
+                    if play.play_id == pid:
                         self.playbacks.pop(pb_id)
                         with contextlib.suppress(AriError):
                             await self.ari.stop_playback(pb_id)
@@ -379,27 +402,36 @@ class CallSession:
 
     async def _play(self, name: str, play_id: int, item: int | None) -> None:
         assert self.prompts is not None
+        listed = next((p for p in self.playbacks.values() if p.advancing), None)
+        if listed is not None and listed.rest[0][:2] == (name, item):
+            # Already queued in the running playlist, which has just reached it.
+            listed.play_id, (listed.name, listed.item, _) = play_id, listed.rest.pop(0)
+            listed.advancing = False
+            self._watch(play_id, await self.prompts.get(name, item))
+            return
         try:
             prompt = await self.prompts.get(name, item)
+            rest = [(n, i, await self._media(n, i)) for n, i in self.flow.following()]
         except Exception as e:
             self.log.error("could not prepare prompt %s: %s", name, e)
             self.post(f.PromptFailed(play_id, str(e)))
             return
+        media = self.ctx.catalog.media(prompt)
+        if "," in media or any("," in m for _, _, m in rest):
+            rest = []  # a comma separates a playlist's items: such a URI plays alone
         playback_id = f"{self.key}-{play_id}"
-        self.playbacks[playback_id] = (play_id, name, item)
-        # Should Asterisk's PlaybackFinished get lost, the call must not wait forever: long
-        # after the prompt's own length (playback runs late on a loaded Asterisk) it counts
-        # as played.
-        patience = WATCHDOG_FACTOR * (prompt.duration_s or 10.0) + WATCHDOG_MARGIN_S
-        loop = asyncio.get_running_loop()
-        self.watchdogs[play_id] = loop.call_later(patience, self.post, _LostPlayback(play_id))
+        self.playbacks[playback_id] = _Playlist(play_id, name, item, rest)
+        self._watch(play_id, prompt)
         if self.key_trace is not None and self.key_trace[2] is None:
             kind, handled, _ = self.key_trace
             sent = time.time()
             metrics.keypress_stage("handled", kind, sent - handled)
             self.key_trace = (kind, handled, sent)
+        metrics.ARI_PLAYLIST.observe(1 + len(rest))
         try:
-            await self.ari.play(self.channel_id, playback_id, self.ctx.catalog.media(prompt))
+            await self.ari.play(
+                self.channel_id, playback_id, ",".join([media, *(m for _, _, m in rest)])
+            )
         except AriError as e:
             self.playbacks.pop(playback_id, None)
             if e.status == 404:
@@ -408,16 +440,64 @@ class CallSession:
                 self.log.error("could not play %s: %s", name, e)
                 self.post(f.PromptFailed(play_id, str(e)))
 
+    async def _media(self, name: str, item: int | None) -> str:
+        assert self.prompts is not None
+        return self.ctx.catalog.media(await self.prompts.get(name, item))
+
+    def _watch(self, play_id: int, prompt: Prompt) -> None:
+        """Should Asterisk's end of a prompt get lost, the call must not wait forever: long
+        after the prompt's own length (playback runs late on a loaded Asterisk) it counts as
+        played."""
+        patience = WATCHDOG_FACTOR * (prompt.duration_s or 10.0) + WATCHDOG_MARGIN_S
+        loop = asyncio.get_running_loop()
+        self.watchdogs[play_id] = loop.call_later(patience, self.post, _LostPlayback(play_id))
+
+    async def _next_in_list(self, playback_id: str, play: _Playlist, at: datetime) -> bool:
+        """The next prompt of a playlist has started at `at`: the one before it has ended,
+        for the flow, which then asks for this one (bound to the playlist by `_play`). True
+        when the prompt that started is the flow's; otherwise the playlist is stopped.
+
+        Asterisk (16 and 22 alike) skips an item it cannot play without a word: the next one
+        starts in the same millisecond, and only a failed last item shows in PlaybackFinished.
+        So a prompt that "ended" in less than half its length failed, as a single playback of
+        it would have."""
+        if not play.rest:
+            return False  # not one of ours: ignored
+        watchdog = self.watchdogs.pop(play.play_id, None)
+        if watchdog:
+            watchdog.cancel()
+        played = (at - play.at).total_seconds() if play.at is not None else None
+        if played is not None and play.duration_s and played < play.duration_s / 2:
+            self.playbacks.pop(playback_id, None)
+            self.note("prompt_failed", {"prompt": play.name, "played_s": round(played, 3)})
+            await self._feed(f.PromptFailed(play.play_id, "skipped by Asterisk"))
+            await self._stop_playlist(playback_id)
+            return False
+        play.advancing = True
+        await self._feed(f.PromptFinished(play.play_id))
+        if not play.advancing and self.playbacks.get(playback_id) is play:
+            return True
+        play.advancing = False
+        if self.playbacks.pop(playback_id, None) is not None:
+            await self._stop_playlist(playback_id)
+        return False
+
+    async def _stop_playlist(self, playback_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.ari.stop_playback(playback_id)
+
     async def _lost_playback(self, play_id: int) -> None:
         self.watchdogs.pop(play_id, None)
-        for pb_id, (known, name, _) in list(self.playbacks.items()):
-            if known == play_id:
+        for pb_id, play in list(self.playbacks.items()):
+            if play.play_id == play_id:
                 self.playbacks.pop(pb_id)
                 self.log.warning(
-                    "no end of playback %s (%s) from Asterisk: taken as played", pb_id, name
+                    "no end of playback %s (%s) from Asterisk: taken as played", pb_id, play.name
                 )
-                self.note("prompt_lost", {"prompt": name})
+                self.note("prompt_lost", {"prompt": play.name})
                 await self._feed(f.PromptFinished(play_id))
+                if play.rest:  # what was queued behind it has been asked for again
+                    await self._stop_playlist(pb_id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

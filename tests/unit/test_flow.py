@@ -8,6 +8,7 @@ cancel names what actually runs.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import re
 from collections.abc import Callable
@@ -27,6 +28,7 @@ from consent_ivr.flow import (
     CallStarted,
     CancelTimer,
     Choice,
+    ConsentFlow,
     Dialogue,
     Event,
     Finish,
@@ -2140,3 +2142,76 @@ def test_the_invariant_check_counts_the_budgets(
     rules = replace(run.rules, **{budget: getattr(run.rules, budget) + change})
     with pytest.raises(AssertionError, match="no_response"):
         check(replace(run, rules=rules))
+
+
+# ---- what follows the prompt that plays (a front's playlist) -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("step", "dialogue", "item", "expected"),
+    [
+        (Step.NOTICE, consent(), 0, [("purpose", 0), ("ask", None)]),
+        (Step.PURPOSE, consent(), 0, [("ask", None)]),
+        (Step.ASK, consent(), 0, []),
+        (Step.CHOSEN, consent(), 0, [("confirm", None)]),
+        (Step.CONFIRM, consent(), 0, []),
+        (Step.RECORDED, consent(2), 0, [("purpose", 1), ("ask", None)]),
+        (Step.RECORDED, consent(2), 1, [("goodbye", None)]),
+        (Step.NOTICE, withdrawal(2), 0, [("menu", None)]),
+        (Step.CHOSEN, withdrawal(2), 0, [("confirm", None)]),
+        (Step.RECORDED, withdrawal(2), 0, [("goodbye", None)]),
+        (Step.NOTICE, UNKNOWN, 0, [("unidentified", None), ("goodbye", None)]),
+        (Step.NOTICE, NOTHING_TO_WITHDRAW, 0, [("nothing_active", None), ("goodbye", None)]),
+    ],
+    ids=describe,
+)
+def test_following_names_the_prompts_that_play_if_no_key_comes(
+    step: Step, dialogue: Dialogue, item: int, expected: list[tuple[str, int | None]]
+) -> None:
+    call = Call.at(step, dialogue=dialogue, item=item)
+    before = dict(vars(call.flow))
+    assert call.flow.following() == expected
+    assert vars(call.flow) == before, "following() changed the flow"
+    assert [(p.prompt, p.item) for p in play_through(call)] == expected
+
+
+def play_through(call: Call) -> list[Play]:
+    """The prompts that start while each one ends in turn, until something else happens."""
+    plays: list[Play] = []
+    while call.playing is not None:
+        actions = call.finish_prompt()
+        if len(actions) != 1 or not isinstance(actions[0], Play):
+            break
+        plays.append(actions[0])
+    return plays
+
+
+def test_following_is_cut_by_a_key_and_empty_when_nothing_plays() -> None:
+    call = Call.at(Step.ASK)
+    call.key("5")  # barge-in: "invalid" plays, then the question again
+    assert call.flow.following() == [("ask", None)]
+    call.play_until_quiet()
+    assert call.playing is None and call.flow.following() == []
+    call.hang_up()
+    assert call.flow.following() == []
+
+
+def test_following_agrees_with_the_flow_on_every_turn_of_the_walks(runs: list[Run]) -> None:
+    """Replays the walks; wherever a prompt plays, a deep copy of the flow is let play on
+    with no key, and must start exactly the prompts `following()` named (up to its limit)."""
+    checked = 0
+    for run in runs[:300]:
+        flow = ConsentFlow(run.rules, run.dialogue)
+        for turn in run.turns:
+            if flow._playing is not None:
+                predicted = flow.following(limit=8)
+                sim, played = copy.deepcopy(flow), []
+                while sim._playing is not None and len(played) < 8:
+                    actions = sim.handle(PromptFinished(sim._playing))
+                    if len(actions) != 1 or not isinstance(actions[0], Play):
+                        break
+                    played.append((actions[0].prompt, actions[0].item))
+                assert predicted == played, f"seed {run.seed}, before {turn.event}"
+                checked += 1
+            flow.handle(turn.event)
+    assert checked > 1000
