@@ -25,6 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def own_code(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a service process that must run this tree's code. The venv's `consent-ivr`
+    imports the package it was installed from (an editable install of one checkout), so a
+    worktree of an older commit sharing the venv would otherwise measure the newer code."""
+    path = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path}
+
+
 def pct(values: list[float], p: float) -> float:
     """The p-th percentile (nearest rank), nan for no values."""
     if not values:
@@ -99,7 +107,9 @@ class Service:
         data["ari"].pop("password", None)
         data["prompts"]["dir"] = str(E2E_PROMPTS)
         (folder / "config.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
-        self.env = {**os.environ, "CONSENT_IVR_ARI_PASSWORD": ast["CONSENT_IVR_ARI_PASSWORD"]}
+        self.env = own_code(
+            {**os.environ, "CONSENT_IVR_ARI_PASSWORD": ast["CONSENT_IVR_ARI_PASSWORD"]}
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = folder / "service.log"
 

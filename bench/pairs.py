@@ -38,7 +38,7 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.harness import asterisk, asterisk_env, cpu_seconds  # noqa: E402
+from bench.harness import asterisk, asterisk_env, cpu_seconds, own_code  # noqa: E402
 from bench.sip_calls import (  # noqa: E402
     AUDIO_DIR,
     app_results,
@@ -97,7 +97,7 @@ class Pair:
             "-c",
             str(cfg),
             "run",
-            env=self.env,
+            env=own_code(self.env),
             cwd=self.folder,
             stderr=self.log,
         )

@@ -50,6 +50,7 @@ from bench.harness import (  # noqa: E402
     asterisk_env,
     asterisk_pid,
     cpu_seconds,
+    own_code,
     pct,
     peak_rss_mb,
 )
@@ -377,7 +378,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "-c",
         str(cfg),
         "run",
-        env=env,
+        env=own_code(env),
         cwd=tmp,
         stderr=log_file,
     )
