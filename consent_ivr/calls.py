@@ -212,6 +212,11 @@ class CallPrompts:
         purpose = self.purposes[item] if name == f.PURPOSE and item is not None else None
         return self.catalog.get(self.setup.campaign, self.setup.language, name, purpose)
 
+    def ready(self, name: str, item: int | None) -> bool:
+        """Whether `get` would answer at once (a per-call prompt may still be synthesizing)."""
+        task = self._dynamic.get((name, item))
+        return name not in f.DYNAMIC or (task is not None and task.done())
+
     def close(self) -> None:
         for task in self._dynamic.values():
             task.cancel()

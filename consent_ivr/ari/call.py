@@ -411,7 +411,7 @@ class CallSession:
             return
         try:
             prompt = await self.prompts.get(name, item)
-            rest = [(n, i, await self._media(n, i)) for n, i in self.flow.following()]
+            rest = [(n, i, await self._media(n, i)) for n, i in self._ready_following()]
         except Exception as e:
             self.log.error("could not prepare prompt %s: %s", name, e)
             self.post(f.PromptFailed(play_id, str(e)))
@@ -439,6 +439,17 @@ class CallSession:
             else:
                 self.log.error("could not play %s: %s", name, e)
                 self.post(f.PromptFailed(play_id, str(e)))
+
+    def _ready_following(self) -> list[tuple[str, int | None]]:
+        """The flow's `following()` up to the first per-call prompt still being synthesized:
+        the prompt due now must not wait for one due later (it is asked for on its own)."""
+        assert self.prompts is not None
+        ready = []
+        for name, item in self.flow.following():
+            if not self.prompts.ready(name, item):
+                break
+            ready.append((name, item))
+        return ready
 
     async def _media(self, name: str, item: int | None) -> str:
         assert self.prompts is not None
