@@ -54,10 +54,9 @@ class _Playlist:
     play_id: int
     name: str
     item: int | None
-    rest: list[tuple[str, int | None, str]]  # name, item, media URI
-    started: int = 0  # PlaybackStarted events seen
-    at: datetime | None = None  # when the prompt that plays now started
-    duration_s: float | None = None  # and how long it is
+    prompt: Prompt
+    rest: list[tuple[str, int | None, Prompt]]
+    at: datetime | None = None  # when the prompt that plays now started; None: not yet
     advancing: bool = False  # the next item has started; the flow is asked for it
 
 
@@ -244,14 +243,12 @@ class CallSession:
         elif kind == "PlaybackStarted":
             playback_id = ev["playback"]["id"]
             play = self.playbacks.get(playback_id)
-            if play and self.prompts:
-                play.started += 1
+            if play:
                 at = event_time(ev)
-                if play.started > 1 and not await self._next_in_list(playback_id, play, at):
+                if play.at is not None and not await self._next_in_list(playback_id, play, at):
                     return
-                prompt = await self.prompts.get(play.name, play.item)
-                play.at, play.duration_s = at, prompt.duration_s
-                self.note("prompt", prompt_note(prompt), at=at)
+                play.at = at
+                self.note("prompt", prompt_note(play.prompt), at=at)
                 if self.key_at is not None:
                     metrics.keypress_answered(self.key_at, event_time(ev))
                     self.key_at = None
@@ -338,8 +335,7 @@ class CallSession:
                 for pb_id, play in list(self.playbacks.items()):
                     if play.play_id == pid:
                         self.playbacks.pop(pb_id)
-                        with contextlib.suppress(AriError):
-                            await self.ari.stop_playback(pb_id)
+                        await self._stop_playlist(pb_id)
             case f.StartTimer(timer_id=tid, seconds=secs):
                 loop = asyncio.get_running_loop()
                 self.timers[tid] = loop.call_later(secs, self.post, f.TimerExpired(tid))
@@ -405,33 +401,32 @@ class CallSession:
         listed = next((p for p in self.playbacks.values() if p.advancing), None)
         if listed is not None and listed.rest[0][:2] == (name, item):
             # Already queued in the running playlist, which has just reached it.
-            listed.play_id, (listed.name, listed.item, _) = play_id, listed.rest.pop(0)
+            listed.play_id, (listed.name, listed.item, listed.prompt) = play_id, listed.rest.pop(0)
             listed.advancing = False
-            self._watch(play_id, await self.prompts.get(name, item))
+            self._watch(play_id, listed.prompt)
             return
         try:
             prompt = await self.prompts.get(name, item)
-            rest = [(n, i, await self._media(n, i)) for n, i in self._ready_following()]
+            rest = [(n, i, await self.prompts.get(n, i)) for n, i in self._ready_following()]
         except Exception as e:
             self.log.error("could not prepare prompt %s: %s", name, e)
             self.post(f.PromptFailed(play_id, str(e)))
             return
-        media = self.ctx.catalog.media(prompt)
-        if "," in media or any("," in m for _, _, m in rest):
-            rest = []  # a comma separates a playlist's items: such a URI plays alone
+        media = [self.ctx.catalog.media(p) for p in [prompt, *(p for _, _, p in rest)]]
+        if any("," in m for m in media):
+            # A comma separates a playlist's items: such a URI plays alone.
+            media, rest = media[:1], []
         playback_id = f"{self.key}-{play_id}"
-        self.playbacks[playback_id] = _Playlist(play_id, name, item, rest)
+        self.playbacks[playback_id] = _Playlist(play_id, name, item, prompt, rest)
         self._watch(play_id, prompt)
         if self.key_trace is not None and self.key_trace[2] is None:
             kind, handled, _ = self.key_trace
             sent = time.time()
             metrics.keypress_stage("handled", kind, sent - handled)
             self.key_trace = (kind, handled, sent)
-        metrics.ARI_PLAYLIST.observe(1 + len(rest))
+        metrics.ARI_PLAYLIST.observe(len(media))
         try:
-            await self.ari.play(
-                self.channel_id, playback_id, ",".join([media, *(m for _, _, m in rest)])
-            )
+            await self.ari.play(self.channel_id, playback_id, ",".join(media))
         except AriError as e:
             self.playbacks.pop(playback_id, None)
             if e.status == 404:
@@ -450,10 +445,6 @@ class CallSession:
                 break
             ready.append((name, item))
         return ready
-
-    async def _media(self, name: str, item: int | None) -> str:
-        assert self.prompts is not None
-        return self.ctx.catalog.media(await self.prompts.get(name, item))
 
     def _watch(self, play_id: int, prompt: Prompt) -> None:
         """Should Asterisk's end of a prompt get lost, the call must not wait forever: long
@@ -477,8 +468,9 @@ class CallSession:
         watchdog = self.watchdogs.pop(play.play_id, None)
         if watchdog:
             watchdog.cancel()
+        length = play.prompt.duration_s
         played = (at - play.at).total_seconds() if play.at is not None else None
-        if played is not None and play.duration_s and played < play.duration_s / 2:
+        if played is not None and length and played < length / 2:
             self.playbacks.pop(playback_id, None)
             self.note("prompt_failed", {"prompt": play.name, "played_s": round(played, 3)})
             await self._feed(f.PromptFailed(play.play_id, "skipped by Asterisk"))
