@@ -221,6 +221,13 @@ def keys(view: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return [(k["digit"], k["step"], k["acted_on"]) for k in view["keys"]]
 
 
+def timeline(view: dict[str, Any]) -> list[tuple[str, str]]:
+    """A record's prompts and keys in time order (for a failed assertion's message)."""
+    said = [(p["at"], p["prompt"]) for p in view["prompts"]]
+    pressed = [(k["at"], f"key {k['digit']} in {k['step']}") for k in view["keys"]]
+    return [(str(at)[11:23], what) for at, what in sorted(said + pressed)]
+
+
 def prompts(view: dict[str, Any]) -> list[str]:
     return [p["prompt"] for p in view["prompts"]]
 

@@ -11,7 +11,7 @@ import pytest_asyncio
 
 from consent_ivr.service import Service
 from consent_ivr.simulate import SCENARIOS, wait_for_record
-from tests.e2e.conftest import assert_evidence, call_all, keys, prompts
+from tests.e2e.conftest import assert_evidence, call_all, keys, prompts, timeline
 
 pytestmark = pytest.mark.e2e
 
@@ -131,13 +131,18 @@ async def test_russian_call(service: Service) -> None:
 
 
 async def test_many_calls_at_once(service: Service) -> None:
-    n = 50
+    # 25, not 50: 50 Local-channel calls (Asterisk 16 and the service on 2 cores, load
+    # average 25) made Asterisk play a 3.9 s prompt in 6-8 s on a slow day (stop 20), so the
+    # callers' keys, timed from the answer, came before the question in most calls, with the
+    # code of stop 18 as with this one. Higher concurrency is measured with SIP callers, which
+    # cost Asterisk far less: bench/sip_calls.py (200 at once, every record checked).
+    n = 25
     scenarios = [f"{'agree' if i % 2 == 0 else 'decline'}#{i}" for i in range(n)]
     views = await call_all(service, scenarios, "en")
     assert len({v["record_id"] for v in views.values()}) == n
     for name, v in views.items():
         expected = "granted" if name.startswith("agree") else "declined"
-        assert v["outcome"] == expected, (name, v["outcome"], keys(v))
+        assert v["outcome"] == expected, f"{name}: {v['outcome']}, {timeline(v)}"
         assert len(keys(v)) == 2
         assert_evidence(v)
     # One file per call (identical audio may give identical hashes: prompts and silence only).
