@@ -246,7 +246,7 @@ def active_consents(
             text=text(r),
             given_at=utc(r.status_at or r.started_at),
         )
-        for r in lifecycle.active(session, phone, purposes)
+        for r in lifecycle.active_states(session, phone, purposes)
     ]
 
 

@@ -91,6 +91,9 @@ def may(db: Database, purpose: str, channel: str, hours: float, asking: bool = F
 def withdraw(db: Database, hours: float, purposes: list[str] | None = None, **kw: Any) -> list[str]:
     with db.session() as s:
         targets = lifecycle.active(s, PHONE, purposes, at(hours))
+        # A call's start reads the same through Core (its withdrawal menu, in this order).
+        rows = lifecycle.active_states(s, PHONE, purposes, at(hours))
+        assert [r.record_id for r in rows] == [r.record_id for r in targets]
         done = lifecycle.withdraw(s, targets, at(hours), **{"channel": "operator", **kw})
         return [r.record_id for r in done]
 
@@ -156,6 +159,8 @@ def test_expiry_is_derived_at_read_time(database: Database) -> None:
         assert records.record_view(s, record_id, at=at(25))["status"] == "expired"
         assert records.record_view(s, record_id, at=at(23))["status"] == "given"
         assert lifecycle.active(s, PHONE, at=at(25)) == []
+        assert lifecycle.active_states(s, PHONE, at=at(25)) == []
+        assert [r.record_id for r in lifecycle.active_states(s, PHONE, at=at(23))] == [record_id]
 
 
 # ---- withdrawal -------------------------------------------------------------------------------
