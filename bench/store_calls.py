@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from consent_ivr.config import Config  # noqa: E402
 from consent_ivr.service import decision_hooks  # noqa: E402
 from consent_ivr.store import chain  # noqa: E402
 from consent_ivr.store.db import Database, normalize_url, upgrade  # noqa: E402
-from consent_ivr.store.records import RecordingInfo, Subject  # noqa: E402
+from consent_ivr.store.records import DecisionHook, RecordingInfo, Subject  # noqa: E402
 
 PG_ADMIN = "postgresql://root@127.0.0.1:5432/postgres"
 PG_DB = "consent_ivr_bench_store"
@@ -142,12 +143,12 @@ async def timed(coro: Any) -> float:
     return time.perf_counter() - t0
 
 
-async def service_run(url: str, n: int) -> dict[str, Any]:
-    config = Config.model_validate({"database": {"url": url}})
-    db = Database(url)
-    hooks = decision_hooks(config)
+def call_stores(
+    db: Database, config: Config, n: int, hooks: Sequence[DecisionHook] = ()
+) -> list[CallStore]:
+    """N inbound calls' stores, each from its own number, as the service makes them."""
     log = logging.LoggerAdapter(logging.getLogger("bench"), {})
-    stores = [
+    return [
         CallStore(
             db,
             config,
@@ -164,6 +165,13 @@ async def service_run(url: str, n: int) -> dict[str, Any]:
         )
         for i in range(n)
     ]
+
+
+async def service_run(url: str, n: int) -> dict[str, Any]:
+    config = Config.model_validate({"database": {"url": url}})
+    db = Database(url)
+    hooks = decision_hooks(config)
+    stores = call_stores(db, config, n, hooks)
     recording = RecordingInfo("/var/rec/x.wav", "0" * 64, 41.5, "wav", 664_000)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     await asyncio.gather(*(s.prepare() for s in stores))

@@ -14,15 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from consent_ivr.clock import iso, now, utc
 from consent_ivr.store import chain
 from consent_ivr.store.chain import Evidence
-from consent_ivr.store.models import SCHEMA_VERSION, Call, ConsentEvent, ConsentRecord
+from consent_ivr.store.models import SCHEMA_VERSION, Call, ConsentEvent, ConsentRecord, new_id
 
 DECISION_EVENT = {"granted": "given", "declined": "refused", "withdrawn": "withdrawal"}
 OUTCOME_OF_DECISION = {v: k for k, v in DECISION_EVENT.items()}
@@ -100,86 +100,94 @@ DecisionHook = Callable[[Session, Decided], Iterable[tuple[str, Evidence]]]
 
 
 def facts(
-    record: ConsentRecord, call: Call, subject: Subject, salt: str, recording: str | None = None
+    record: dict[str, Any], call: dict[str, Any], subject: Subject, recording: str | None = None
 ) -> dict[str, Any]:
-    """The content of a record's first event: everything the record is about."""
+    """The content of a record's first event: everything the record is about (`record` and
+    `call` as their rows' columns)."""
     return {
         "recording": recording,
-        "schema_version": record.schema_version,
-        "record_kind": record.kind,
-        "call_id": call.call_id,
-        "channel_id": call.channel_id,
+        "schema_version": record["schema_version"],
+        "record_kind": record["kind"],
+        "call_id": call["call_id"],
+        "channel_id": call["channel_id"],
         "subject": {
             "phone_source": subject.source,
-            "commitment": chain.commitment(salt, subject.personal()),
+            "commitment": chain.commitment(record["subject_salt"], subject.personal()),
         },
-        "campaign": record.campaign,
-        "controller": record.controller,
-        "purpose": record.purpose,
-        "language": record.language,
-        "jurisdiction": record.jurisdiction,
-        "direction": record.direction,
-        "collection_method": record.collection_method,
-        "started_at": iso(record.started_at),
+        "campaign": record["campaign"],
+        "controller": record["controller"],
+        "purpose": record["purpose"],
+        "language": record["language"],
+        "jurisdiction": record["jurisdiction"],
+        "direction": record["direction"],
+        "collection_method": record["collection_method"],
+        "started_at": iso(record["started_at"]),
     }
+
+
+_INSERT_CALL = insert(cast(Table, Call.__table__))
+_INSERT_RECORDS = insert(cast(Table, ConsentRecord.__table__))
 
 
 def open_call(
     session: Session, new: NewCall, records: Sequence[NewRecord], first: Iterable[Evidence] = ()
 ) -> tuple[str, list[str]]:
-    """Insert the call and its records, each with its facts as the first event."""
+    """Insert the call and its records, each with its facts as the first event. Plain INSERT
+    statements, not the ORM's unit of work: a call's opening is on every call's path."""
     chain.lock(session)
     subject = new.subject
-    call = Call(
-        channel_id=new.channel_id,
-        direction=new.direction,
-        caller_number=subject.caller_number,
-        called_number=subject.called_number,
-        campaign=new.campaign,
-        language=new.language,
-        started_at=utc(new.started_at),
-        node=new.node,
-    )
-    session.add(call)
-    session.flush()
-    opened = []
-    for item in records:
-        salt = chain.new_salt()
-        record = ConsentRecord(
-            schema_version=SCHEMA_VERSION,
-            kind=item.kind,
-            call_id=call.call_id,
-            pii_principal_id=subject.phone,
-            phone_source=subject.source,
-            subject_salt=salt,
-            jurisdiction=new.jurisdiction,
-            language=new.language,
-            campaign=new.campaign,
-            purpose_id=item.purpose_id,
-            purpose=item.purpose,
-            controller=new.controller,
-            collection_method=new.collection_method,
-            direction=new.direction,
-            started_at=utc(new.started_at),
-        )
-        session.add(record)
-        session.flush()
-        opened.append((record, salt))
+    started_at = utc(new.started_at)
+    call_id = new_id()
+    call: dict[str, Any] = {
+        "call_id": call_id,
+        "channel_id": new.channel_id,
+        "direction": new.direction,
+        "caller_number": subject.caller_number,
+        "called_number": subject.called_number,
+        "campaign": new.campaign,
+        "language": new.language,
+        "started_at": started_at,
+        "node": new.node,
+    }
+    opened: list[dict[str, Any]] = [
+        {
+            "record_id": new_id(),
+            "schema_version": SCHEMA_VERSION,
+            "kind": item.kind,
+            "call_id": call_id,
+            "pii_principal_id": subject.phone,
+            "phone_source": subject.source,
+            "subject_salt": chain.new_salt(),
+            "jurisdiction": new.jurisdiction,
+            "language": new.language,
+            "campaign": new.campaign,
+            "purpose_id": item.purpose_id,
+            "purpose": item.purpose,
+            "controller": new.controller,
+            "collection_method": new.collection_method,
+            "direction": new.direction,
+            "started_at": started_at,
+        }
+        for item in records
+    ]
+    session.flush()  # what the ORM holds goes first, as it would have
+    conn = session.connection()
+    conn.execute(_INSERT_CALL, [call])
+    if opened:
+        conn.execute(_INSERT_RECORDS, opened)
     first = list(first)
     chain.append(
         session,
         [
-            (r.record_id, ev)
-            for r, salt in opened
+            (r["record_id"], ev)
+            for r in opened
             for ev in [
-                Evidence(
-                    new.started_at, "requested", None, facts(r, call, subject, salt, new.recording)
-                ),
+                Evidence(new.started_at, "requested", None, facts(r, call, subject, new.recording)),
                 *first,
             ]
         ],
     )
-    return call.call_id, [r.record_id for r, _ in opened]
+    return call_id, [r["record_id"] for r in opened]
 
 
 def _record(session: Session, record_id: str) -> ConsentRecord:
