@@ -174,10 +174,18 @@ def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float)
 ARI_CONNECTIONS = 256  # the private Asterisk's http.conf allows 1000 sessions
 
 
-def service_config(base: Path, tmp: Path, ari: dict[str, str], db_url: str, http_port: int) -> Path:
+def service_config(
+    base: Path,
+    tmp: Path,
+    ari: dict[str, str],
+    db_url: str,
+    http_port: int,
+    by_ari: bool = False,
+) -> Path:
     """`base` (config.yaml as shipped: default campaign, Russian prompts, SMS log gateway), on
     the private Asterisk, with everything it writes under `tmp`, and ARI_CONNECTIONS to ARI
-    (64 made requests wait for a connection up to 0.9 s at 200 calls)."""
+    (64 made requests wait for a connection up to 0.9 s at 200 calls). The recordings are
+    copied from Asterisk's folder, as one service beside its Asterisk does, unless `by_ari`."""
     data = yaml.safe_load(base.read_text(encoding="utf-8"))
     data["ari"].update(
         url=ari["CONSENT_IVR_ARI_URL"],
@@ -186,6 +194,8 @@ def service_config(base: Path, tmp: Path, ari: dict[str, str], db_url: str, http
     )
     data["database"]["url"] = db_url
     data["recordings"]["dir"] = str(tmp / "recordings")
+    if not by_ari:
+        data["recordings"]["asterisk_folder"] = f"{ari['ASTERISK_SPOOL']}/recording"
     data["prompts"]["audio_dir"] = str(AUDIO_DIR)
     data["http"].update(host="127.0.0.1", port=http_port)
     data["evidence"]["checkpoints"] = str(tmp / "checkpoints.jsonl")
@@ -349,7 +359,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="consent-sip-bench-"))
     db_url = database_url(args.database, tmp)
     http_port = int(os.environ.get("CONSENT_IVR_HTTP_PORT", "28180"))
-    cfg = service_config(args.config, tmp, ari, db_url, http_port)
+    cfg = service_config(args.config, tmp, ari, db_url, http_port, args.recordings_by_ari)
     env = {
         **{k: v for k, v in os.environ.items() if k != "CONSENT_IVR_HTTP_PORT"},
         "CONSENT_IVR_ARI_PASSWORD": ari["CONSENT_IVR_ARI_PASSWORD"],
@@ -752,6 +762,11 @@ def main() -> int:
     p.add_argument("--port", type=int, default=25100, help="SIPp's SIP port on 127.0.0.2")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run at most")
     p.add_argument("--no-dialplan", action="store_true", help="skip the plain dialplan runs")
+    p.add_argument(
+        "--recordings-by-ari",
+        action="store_true",
+        help="download and delete the recordings through ARI, not in Asterisk's folder",
+    )
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--chart", type=Path, help="draw latency and CPU against N into this PNG")
     p.add_argument("--profile", type=Path, help="py-spy the service at the largest N, into DIR")

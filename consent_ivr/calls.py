@@ -520,6 +520,26 @@ def key_note(flow: f.ConsentFlow, digit: str) -> dict[str, Any]:
     return data
 
 
+def closed_copy(
+    path: Path, timeout: float, log: logging.LoggerAdapter[logging.Logger]
+) -> Callable[[audio.AudioWriter], Awaitable[bool]]:
+    """A `store_recording` fill that copies Asterisk's file at `path` once MixMonitor has
+    closed it (its WAV header written), in a worker thread; False when it is not closed in
+    `timeout` seconds."""
+
+    async def copied(writer: audio.AudioWriter) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await asyncio.to_thread(writer.copy_from, path):
+            if loop.time() > deadline:
+                log.error("recording %s was not closed in %.0fs", path.name, timeout)
+                return False
+            await asyncio.sleep(0.2)
+        return True
+
+    return copied
+
+
 async def store_recording(
     recordings_dir: Path,
     started_at: datetime,

@@ -93,6 +93,12 @@ class RecordingsConfig(_Model):
     dir: FilePath = Path("var/recordings")
     # Keep Asterisk's copy after it has been downloaded and hashed (debugging only).
     keep_on_asterisk: bool = False
+    # Asterisk's recording folder (its astspooldir/recording) as this service sees it: the same
+    # path on one machine, or a shared mount. Set, a MixMonitor recording is copied and removed
+    # there instead of downloaded and deleted through ARI (two ARI requests fewer a call, and
+    # no file served by Asterisk's HTTP); the service needs read and delete rights on it.
+    # None: through ARI, which works wherever Asterisk is.
+    asterisk_folder: FilePath | None = None
 
 
 class PromptsConfig(_Model):

@@ -29,11 +29,11 @@ from typing import Any
 from consent_ivr import flow as f
 from consent_ivr.agi.config import AgiConfig
 from consent_ivr.agi.protocol import AgiChannel, AgiResult
-from consent_ivr.audio import AudioWriter
 from consent_ivr.calls import (
     CallPrompts,
     CallSetup,
     CallStore,
+    closed_copy,
     key_note,
     prompt_note,
     store_recording,
@@ -211,17 +211,8 @@ class AgiCall:
         if not self.recording_started:
             return None
         path = self.ctx.agi.local_recordings / f"{self.recording}.wav"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.ctx.config.flow.recording_stop_timeout_s
-
-        async def copied(writer: AudioWriter) -> bool:
-            while not await asyncio.to_thread(writer.copy_from, path):
-                if loop.time() > deadline:
-                    self.log.error("recording %s was not closed in time (%s)", self.recording, path)
-                    return False
-                await asyncio.sleep(0.2)
-            return True
-
+        timeout = self.ctx.config.flow.recording_stop_timeout_s
+        copied = closed_copy(path, timeout, self.log)
         info = await store_recording(
             self.ctx.recordings_dir, self.setup.started_at, self.key, copied
         )

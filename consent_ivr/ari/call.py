@@ -22,6 +22,7 @@ from consent_ivr.calls import (
     CallPrompts,
     CallSetup,
     CallStore,
+    closed_copy,
     key_note,
     prompt_note,
     store_recording,
@@ -531,8 +532,21 @@ class CallSession:
             self.log.info("call %s ended: %s", self.key[:8], ",".join(o.value for o in outcomes))
             if recording is not None and not self.ctx.config.recordings.keep_on_asterisk:
                 # Only now: until its row is committed the recording must be fetchable again.
+                local = self._asterisk_file()
+                if local is not None:
+                    with contextlib.suppress(OSError):
+                        await asyncio.to_thread(local.unlink)
+                    return
                 with contextlib.suppress(AriError):
                     await self.ari.delete_stored_recording(self.recording_name)
+
+    def _asterisk_file(self) -> Path | None:
+        """Where MixMonitor writes this call's recording, when Asterisk's folder is ours to
+        read (`recordings.asterisk_folder`): the snoop's recording is always fetched by ARI."""
+        folder = self.ctx.config.recordings.asterisk_folder
+        if folder is None or self.recording_state != "mixmonitor":
+            return None
+        return folder / f"{self.recording_name}.wav"
 
     # ---- recording ----------------------------------------------------------------------------
 
@@ -542,6 +556,9 @@ class CallSession:
             return False
         timeout = self.ctx.config.flow.recording_stop_timeout_s
         if self.recording_state == "mixmonitor":
+            local = self._asterisk_file()
+            if local is not None:
+                return await closed_copy(local, timeout, self.log)(writer)
             return await self.ari.closed_recording(self.recording_name, timeout, writer)
         if not self.recording_done.is_set():
             # The snoop ends with the channel; ask explicitly if it has not yet.

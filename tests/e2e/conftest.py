@@ -107,7 +107,13 @@ def _stop_asterisks() -> Iterator[None]:
         subprocess.run(["bash", str(SCRIPT), "stop", version], capture_output=True, timeout=120)
 
 
-def e2e_config(ari: dict[str, str], database_url: str, tmp: Path, **flow: Any) -> Config:
+def e2e_config(
+    ari: dict[str, str],
+    database_url: str,
+    tmp: Path,
+    asterisk_folder: str | None = None,
+    **flow: Any,
+) -> Config:
     return Config.model_validate(
         {
             "ari": {
@@ -117,7 +123,7 @@ def e2e_config(ari: dict[str, str], database_url: str, tmp: Path, **flow: Any) -
                 "app": "consent-ivr",
             },
             "database": {"url": database_url},
-            "recordings": {"dir": str(tmp / "recordings")},
+            "recordings": {"dir": str(tmp / "recordings"), "asterisk_folder": asterisk_folder},
             "prompts": {"dir": str(E2E_PROMPTS), "audio_dir": str(SHARE / "e2e")},
             "http": {"enabled": False},
             "sms": {"log": {"file": str(tmp / "sms.jsonl"), "echo": False}},
@@ -190,7 +196,10 @@ async def service(
     ari = asterisk_env(version)
     tmp = tmp_path_factory.mktemp(f"ast{version}-{database}")
     url = database_url(request, database, tmp)
-    async with running(e2e_config(ari, url, tmp)) as svc:
+    # Asterisk 16's recordings are copied from its folder, Asterisk 22's downloaded by ARI:
+    # both ways run every e2e call flow.
+    folder = f"{ari['ASTERISK_SPOOL']}/recording" if version == "16" else None
+    async with running(e2e_config(ari, url, tmp, folder)) as svc:
         yield svc
 
 

@@ -3,12 +3,14 @@ once, then each record checked: outcome, keys with their steps, prompts, events,
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from consent_ivr.ari.client import AriError
 from consent_ivr.service import Service
 from consent_ivr.simulate import SCENARIOS, wait_for_record
 from tests.e2e.conftest import assert_evidence, call_all, keys, prompts, timeline
@@ -91,6 +93,27 @@ def test_wrong_keys_then_valid_answer(calls: dict[str, Any]) -> None:
     ]
     assert prompts(v).count("invalid") == 2
     assert_evidence(v)
+
+
+async def test_asterisk_copy_of_the_recording_is_removed(
+    service: Service, calls: dict[str, Any]
+) -> None:
+    """Once the record holds the recording, Asterisk's copy goes: removed from its folder when
+    the service reads that (Asterisk 16 here), deleted through ARI otherwise (22)."""
+    v = calls["agree"]
+    name = next(e["data"]["name"] for e in v["events"] if e["kind"] == "recording_started")
+    folder = service.app.config.recordings.asterisk_folder
+    for _ in range(50):  # it goes just after the record's end is committed
+        try:
+            await service.app.ari.request("GET", f"/recordings/stored/{name}")
+        except AriError as e:
+            assert e.status == 404
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"Asterisk still has recording {name}")
+    if folder is not None:
+        assert folder.is_dir() and not (folder / f"{name}.wav").exists()
 
 
 def test_keys_during_the_notice_do_not_count(calls: dict[str, Any]) -> None:
