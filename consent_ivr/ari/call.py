@@ -532,13 +532,16 @@ class CallSession:
             self.log.info("call %s ended: %s", self.key[:8], ",".join(o.value for o in outcomes))
             if recording is not None and not self.ctx.config.recordings.keep_on_asterisk:
                 # Only now: until its row is committed the recording must be fetchable again.
-                local = self._asterisk_file()
-                if local is not None:
-                    with contextlib.suppress(OSError):
-                        await asyncio.to_thread(local.unlink)
-                    return
-                with contextlib.suppress(AriError):
-                    await self.ari.delete_stored_recording(self.recording_name)
+                await self._delete_asterisk_copy()
+
+    async def _delete_asterisk_copy(self) -> None:
+        local = self._asterisk_file()
+        if local is None:
+            with contextlib.suppress(AriError):
+                await self.ari.delete_stored_recording(self.recording_name)
+        else:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(local.unlink)
 
     def _asterisk_file(self) -> Path | None:
         """Where MixMonitor writes this call's recording, when Asterisk's folder is ours to

@@ -240,7 +240,7 @@ def active(
     session: Session, phone: str, purposes: Iterable[str] | None = None, at: datetime | None = None
 ) -> list[ConsentRecord]:
     """The person's given, unexpired consents (newest first), optionally of some purposes."""
-    return _newest_first(_given(consent_records(session, phone), purposes, at or now()))
+    return _active_of(consent_records(session, phone), purposes, at or now())
 
 
 def active_states(
@@ -249,22 +249,20 @@ def active_states(
     """`active` as rows of the state columns (and `started_at`), read through Core: what a
     call's start needs (its withdrawal menu), at a third of the ORM's cost."""
     rows = core(session).execute(_STATES_ALL, {"phone": phone})
-    return _newest_first(_given(rows, purposes, at or now()))
+    return _active_of(rows, purposes, at or now())
 
 
-def _given(rows: Iterable[Any], purposes: Iterable[str] | None, at: datetime) -> list[Any]:
+def _active_of(rows: Iterable[Any], purposes: Iterable[str] | None, at: datetime) -> list[Any]:
+    """The given, unexpired ones of a person's records (or their state rows), of `purposes`
+    if given, in the order the withdrawal menu names them: the newest decision first."""
     wanted = None if purposes is None else set(purposes)
-    return [
+    found = [
         r
         for r in rows
         if r.status == "given"
         and record_state(r, at) == "given"
         and (wanted is None or r.purpose_id in wanted)
     ]
-
-
-def _newest_first(found: list[Any]) -> list[Any]:
-    # The withdrawal menu names them in this order: the newest decision first.
     return sorted(found, key=lambda r: (utc(r.status_at or r.started_at), r.record_id))[::-1]
 
 
