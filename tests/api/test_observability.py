@@ -100,7 +100,9 @@ async def test_garbage_collections_are_timed_and_the_start_up_heap_frozen(site: 
     before = samples((await site.call("GET", "/metrics"))[2]).get(full, 0.0)
     gc.collect()
     got = samples((await site.call("GET", "/metrics"))[2])
-    assert got[full] == before + 1
+    # At least ours: in the whole suite's process, threads left by earlier tests (a service's
+    # writers, aiohttp) can start a full collection of their own between the two scrapes.
+    assert got[full] >= before + 1
     assert got[("consent_ivr_gc_pause_seconds_sum", (("generation", "2"),))] > 0
     try:
         settle_heap()
