@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, cast, or_, select
+from sqlalchemy import Select, String, bindparam, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from consent_ivr.clock import iso, now, utc
@@ -259,7 +259,8 @@ def enqueue_text(
     return job
 
 
-def enqueued_event(job: SmsJob, at: datetime) -> Evidence:
+def enqueued_event(job: Any, at: datetime, *, status: str | None = None) -> Evidence:
+    """`job`: an SmsJob, or a row of its columns with the `status` it now has."""
     return Evidence(
         at,
         "sms_enqueued",
@@ -269,7 +270,7 @@ def enqueued_event(job: SmsJob, at: datetime) -> Evidence:
             "text": job.text,
             "template": job.decision,
             "segments": job.segments,
-            "status": job.status,
+            "status": status or job.status,
             **({"error": job.error} if job.error else {}),
         },
     )
@@ -344,16 +345,31 @@ def _release(session: Session, jobs: Sequence[SmsJob], at: datetime) -> None:
     chain.append(session, items)
 
 
+_HELD_BY_CALL = select(
+    SmsJob.id, SmsJob.record_ids, SmsJob.text, SmsJob.decision, SmsJob.segments, SmsJob.error
+).where(SmsJob.call_id == bindparam("call_id"), SmsJob.status == HELD)
+_QUEUE = (
+    update(SmsJob)
+    .where(SmsJob.id == bindparam("job"))
+    .values(status=QUEUED, next_attempt_at=bindparam("due"))
+)
+
+
 def release_call(session: Session, call_id: str, at: datetime) -> None:
-    """The call is over: its held SMS goes out, and its final text joins the evidence."""
+    """The call is over: its held SMS goes out, and its final text joins the evidence. Plain
+    statements, not objects: this runs at the end of every call. The job was made by an
+    earlier transaction (the decision's), so it is in the database to be found."""
     chain.lock(session)  # before the job rows (see consent_ivr.store.chain)
-    _release(
-        session,
-        session.scalars(
-            select(SmsJob).where(SmsJob.call_id == call_id, SmsJob.status == HELD)
-        ).all(),
-        at,
-    )
+    conn = session.connection()
+    jobs = conn.execute(_HELD_BY_CALL, {"call_id": call_id}).all()
+    if not jobs:
+        return
+    conn.execute(_QUEUE, [{"job": job.id, "due": utc(at)} for job in jobs])
+    items = []
+    for job in jobs:
+        event = enqueued_event(job, at, status=QUEUED)
+        items += [(r, event) for r in job.record_ids]
+    chain.append(session, items)
 
 
 def _held_since(before: datetime) -> Select[SmsJob]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from consent_ivr.clock import iso, now, utc
@@ -235,6 +235,9 @@ def append_evidence(session: Session, items: Iterable[tuple[str, Evidence]]) -> 
     chain.append(session, items)
 
 
+_END_CALL = update(cast(Table, Call.__table__)).where(Call.call_id == bindparam("id"))
+
+
 def finish_call(
     session: Session,
     call_id: str,
@@ -244,10 +247,19 @@ def finish_call(
     recording: RecordingInfo | None,
 ) -> None:
     """Close the call: remaining evidence, each record's outcome (unless a decision stored
-    one), the recording; and release the SMS the call's decisions were holding."""
+    one), the recording; and release the SMS the call's decisions were holding. The call's row
+    by a plain UPDATE: loading it as an object took a query of its own on every call's end."""
     chain.lock(session)
-    call = session.get(Call, call_id)
-    if call is None:
+    ended: dict[str, Any] = {"ended_at": utc(ended_at)}
+    if recording is not None:
+        ended |= {
+            "recording_path": recording.path,
+            "recording_sha256": recording.sha256,
+            "recording_duration_s": recording.duration_s,
+            "recording_format": recording.format,
+        }
+    done = session.connection().execute(_END_CALL, {"id": call_id, **ended})
+    if done.rowcount != 1:
         raise LookupError(f"no call {call_id}")
     items = list(evidence)
     for record_id, outcome in outcomes.items():
@@ -259,12 +271,6 @@ def finish_call(
         )
         if recording is not None:
             items.append((record_id, recording_event(ended_at, recording)))
-    call.ended_at = utc(ended_at)
-    if recording is not None:
-        call.recording_path = recording.path
-        call.recording_sha256 = recording.sha256
-        call.recording_duration_s = recording.duration_s
-        call.recording_format = recording.format
     chain.append(session, items)
     release_held_sms(session, call_id, ended_at)
 

@@ -540,6 +540,11 @@ def test_decision_on_unknown_record(database: Database) -> None:
         records.store_decision(s, "no-such-record", "granted", at(1))
 
 
+def test_end_of_unknown_call(database: Database) -> None:
+    with pytest.raises(LookupError, match="no call no-such-call"), database.session() as s:
+        records.finish_call(s, "no-such-call", {}, at(1), [], None)
+
+
 # ---- append-only, and tamper evidence ---------------------------------------------------------
 
 
