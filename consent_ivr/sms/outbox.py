@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, bindparam, cast, or_, select, update
+from sqlalchemy import String, bindparam, cast, or_, select, update
 from sqlalchemy.orm import Session
 
 from consent_ivr.clock import iso, now, utc
@@ -337,17 +337,11 @@ def _decision_of(record: ConsentRecord) -> str:
     )
 
 
-def _release(session: Session, jobs: Sequence[SmsJob], at: datetime) -> None:
-    items = []
-    for job in jobs:
-        job.status, job.next_attempt_at = QUEUED, utc(at)
-        items += [(r, enqueued_event(job, at)) for r in job.record_ids]
-    chain.append(session, items)
-
-
-_HELD_BY_CALL = select(
+_HELD = select(
     SmsJob.id, SmsJob.record_ids, SmsJob.text, SmsJob.decision, SmsJob.segments, SmsJob.error
-).where(SmsJob.call_id == bindparam("call_id"), SmsJob.status == HELD)
+).where(SmsJob.status == HELD)
+_HELD_BY_CALL = _HELD.where(SmsJob.call_id == bindparam("call_id"))
+_HELD_SINCE = _HELD.where(SmsJob.next_attempt_at <= bindparam("before"))
 _QUEUE = (
     update(SmsJob)
     .where(SmsJob.id == bindparam("job"))
@@ -355,16 +349,12 @@ _QUEUE = (
 )
 
 
-def release_call(session: Session, call_id: str, at: datetime) -> None:
-    """The call is over: its held SMS goes out, and its final text joins the evidence. Plain
-    statements, not objects: this runs at the end of every call. The job was made by an
-    earlier transaction (the decision's), so it is in the database to be found."""
-    chain.lock(session)  # before the job rows (see consent_ivr.store.chain)
-    conn = session.connection()
-    jobs = conn.execute(_HELD_BY_CALL, {"call_id": call_id}).all()
+def _queue(session: Session, jobs: Sequence[Any], at: datetime) -> None:
+    """Held jobs (rows of `_HELD`'s columns) go out now, and their final text joins the
+    evidence. Plain statements, not objects: a call's end does this on every call."""
     if not jobs:
         return
-    conn.execute(_QUEUE, [{"job": job.id, "due": utc(at)} for job in jobs])
+    session.connection().execute(_QUEUE, [{"job": job.id, "due": utc(at)} for job in jobs])
     items = []
     for job in jobs:
         event = enqueued_event(job, at, status=QUEUED)
@@ -372,20 +362,24 @@ def release_call(session: Session, call_id: str, at: datetime) -> None:
     chain.append(session, items)
 
 
-def _held_since(before: datetime) -> Select[SmsJob]:
-    return select(SmsJob).where(SmsJob.status == HELD, SmsJob.next_attempt_at <= before)
+def release_call(session: Session, call_id: str, at: datetime) -> None:
+    """The call is over: its held SMS goes out. The job was made by an earlier transaction
+    (the decision's), so it is in the database to be found."""
+    chain.lock(session)  # before the job rows (see consent_ivr.store.chain)
+    _queue(session, session.connection().execute(_HELD_BY_CALL, {"call_id": call_id}).all(), at)
 
 
 def any_held_since(session: Session, before: datetime) -> bool:
     """Read only, so the worker need not take the ledger lock on every poll."""
-    return session.scalars(_held_since(before).limit(1)).first() is not None
+    found = session.connection().execute(_HELD_SINCE.limit(1), {"before": utc(before)})
+    return found.first() is not None
 
 
 def release_stale(session: Session, before: datetime, at: datetime) -> int:
     """Send the SMS of calls that never ended (held since `before`); returns how many."""
     chain.lock(session)
-    jobs = session.scalars(_held_since(before)).all()
-    _release(session, jobs, at)
+    jobs = session.connection().execute(_HELD_SINCE, {"before": utc(before)}).all()
+    _queue(session, jobs, at)
     return len(jobs)
 
 
