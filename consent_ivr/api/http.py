@@ -299,10 +299,7 @@ class Api:
                 headers={"WWW-Authenticate": 'Bearer realm="consent-ivr"'},
             )
         key = digest(token)
-        known, caller = self.tokens.get(key)
-        if not known:
-            caller = await self.db.read(lambda s: find(s, key))
-            self.tokens.put(key, caller)
+        caller = await self.tokens.caller(key, lambda: self.db.read(lambda s: find(s, key)))
         if caller is None:
             raise Problem(
                 401,

@@ -4,10 +4,11 @@ revocable. The service looks a token up by its hash and keeps what it found for
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -94,20 +95,57 @@ def find(session: Session, token_sha256: str) -> Caller | None:
 
 
 class TokenCache:
-    """What a token hash was found to be (a caller, or nothing), for `ttl` seconds."""
+    """What a token (by its hash, or any other key) was found to be, a caller or nothing, for
+    `ttl` seconds: revoking a token takes effect within `ttl`.
+
+    One lookup at a time per key: the requests that miss together wait for the same one
+    (when the entry expired under load, 50 requests used to start 50 lookups, each taking a
+    database thread from the calls and the interpreter from the event loop). A key asked for
+    in the second half of its `ttl` is answered from the cache while one lookup refreshes it
+    behind, so a busy token never waits for its own lookup. `ttl` 0: a lookup per request,
+    none shared."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.clock = clock
         self._found: dict[str, tuple[float, Caller | None]] = {}
+        self._pending: dict[str, asyncio.Future[Caller | None]] = {}
 
-    def get(self, token_sha256: str) -> tuple[bool, Caller | None]:
-        hit = self._found.get(token_sha256)
-        if hit is None or self.clock() - hit[0] >= self.ttl:
-            return False, None
-        return True, hit[1]
+    async def caller(
+        self, key: str, lookup: Callable[[], Awaitable[Caller | None]]
+    ) -> Caller | None:
+        if self.ttl <= 0:
+            return await lookup()
+        hit = self._found.get(key)
+        if hit is not None:
+            age = self.clock() - hit[0]
+            if age < self.ttl:
+                if age >= self.ttl / 2 and key not in self._pending:
+                    self._start(key, lookup).add_done_callback(_quiet)
+                return hit[1]
+        pending = self._pending.get(key) or self._start(key, lookup)
+        return await asyncio.shield(pending)
 
-    def put(self, token_sha256: str, caller: Caller | None) -> None:
-        if len(self._found) > 10_000:  # random tokens must not grow it without bound
-            self._found.clear()
-        self._found[token_sha256] = (self.clock(), caller)
+    def _start(
+        self, key: str, lookup: Callable[[], Awaitable[Caller | None]]
+    ) -> asyncio.Future[Caller | None]:
+        async def fetch() -> Caller | None:
+            asked = self.clock()  # the answer is as old as the question
+            try:
+                found = await lookup()
+            finally:
+                del self._pending[key]
+            if len(self._found) > 10_000:  # random tokens must not grow it without bound
+                self._found.clear()
+            self._found[key] = (asked, found)
+            return found
+
+        task = self._pending[key] = asyncio.ensure_future(fetch())
+        return task
+
+
+def _quiet(task: asyncio.Future[Caller | None]) -> None:
+    """A refresh behind the cache that failed: the entry stays until its `ttl` ends, and the
+    lookup in front of the next request then reports the failure."""
+    if not task.cancelled():
+        task.exception()

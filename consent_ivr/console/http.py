@@ -111,11 +111,9 @@ class Console:
             return None
         if int(expires) < time.time():
             return None
-        key = f"id:{token_id}"
-        known, caller = self.tokens.get(key)
-        if not known:
-            caller = await self.db.read(lambda s: by_id(s, int(token_id)))
-            self.tokens.put(key, caller)
+        caller = await self.tokens.caller(
+            f"id:{token_id}", lambda: self.db.read(lambda s: by_id(s, int(token_id)))
+        )
         return caller if caller is not None and "read" in caller.scopes else None
 
     @staticmethod
