@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import csv
 import logging
+import random
 import time
 import uuid
 from collections import Counter
@@ -147,9 +148,9 @@ class Runner:
         purposes = list(self.campaign.purposes)
         while not stop.is_set():
             free = self.dialing.max_concurrent - len(self._calls)
-            claimed: list[store.Claimed] = []
+            claims = store.Claims([])
             if free > 0:
-                claimed = await self.db.transaction(
+                claims = await self.db.transaction(
                     partial(
                         store.claim,
                         campaign=self.name,
@@ -160,9 +161,9 @@ class Runner:
                         now=now(),
                     )
                 )
-            for c in claimed:
+            for c in claims.numbers:
                 self._calls[c.token] = asyncio.create_task(self._dial(c, stop))
-            if claimed:
+            if claims.numbers:
                 self.waiting_until = None
                 self.on_change()
             elif not self._calls:
@@ -176,10 +177,23 @@ class Runner:
                     if self.waiting_until != state.next_at:
                         self.waiting_until = state.next_at
                         self.on_change()
-            self._ended.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ended.wait(), self.tick_s)
+            await self._pause(stop, claims.rate_opens_at)
         return RunEnd("stopped")
+
+    async def _pause(self, stop: asyncio.Event, rate_opens_at: datetime | None) -> None:
+        """Wait for the next claim. While the rate binds, until the schedule's next slot opens,
+        plus a random part of a tick: runners sharing the campaign then take turns. (Waking when
+        one of our calls ends instead would let the runner whose calls end on the schedule's
+        beat win every slot and starve the others.) Otherwise a tick, or less if a call ends and
+        frees a place."""
+        if rate_opens_at is not None:
+            delay = (rate_opens_at - now()).total_seconds() + random.uniform(0, self.tick_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(delay, 0))
+            return
+        self._ended.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ended.wait(), self.tick_s)
 
     async def _dial(self, claimed: store.Claimed, stop: asyncio.Event) -> None:
         try:

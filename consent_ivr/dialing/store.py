@@ -58,6 +58,15 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Claims:
+    """What one claim took, and when the calls-per-second schedule lets the next claim take a
+    number if it is what stopped this one (None when places or numbers ran out first)."""
+
+    numbers: list[Claimed]
+    rate_opens_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Attempt:
     """What Asterisk said about one call: `result` is answered, no_answer, busy, congestion,
     failed or machine; `cause` is the hang-up cause (Q.850) when Asterisk gave one."""
@@ -168,7 +177,7 @@ def claim(
     limit: int,
     now: datetime,
     lookahead_s: float = 1.0,
-) -> list[Claimed]:
+) -> Claims:
     """Up to `limit` numbers to dial now, within the campaign's limits (module docstring)."""
     camp = _lock_campaign(session, campaign, now)
     settle_lost(session, campaign, dialing, now)
@@ -224,7 +233,8 @@ def claim(
             slot += spacing
         session.flush()
     camp.next_dial_at = slot
-    return claimed
+    rate_bound = free > len(claimed) and slot > horizon
+    return Claims(claimed, slot - timedelta(seconds=lookahead_s) if rate_bound else None)
 
 
 def _zone_problem(zones: tuple[str, ...]) -> str:

@@ -434,7 +434,8 @@ async def test_two_runners_on_postgresql_split_the_work(world: World) -> None:
     phones = [new_phone() for _ in range(40)]
     # The limits are the campaign's, shared by its runners: a runner whose call ends claims
     # the freed place at once, the other only at its next tick, so with every place taken one
-    # runner can keep them all. Here the rate binds (2 a second for 20 s), not the places.
+    # runner can keep them all. Here the rate binds (2 a second for 20 s), not the places, and
+    # runners held by the rate take turns (Runner._pause).
     config = w.config_file(max_concurrent=10, calls_per_second=2)
     csv = write_csv(w, phones)
     with sipp.phone("answer", w.sipp_port, w.tmp / "sipp", hangup_after_s=1.5):
@@ -445,4 +446,5 @@ async def test_two_runners_on_postgresql_split_the_work(world: World) -> None:
     rows = [r for r in attempts(w) if r.phone in phones]
     assert sorted(r.phone for r in rows) == sorted(phones)  # nobody dialled twice
     placed = [int(o.split("this run: ")[1].split(" ")[0]) for o, _ in outs]
-    assert sum(placed) == 40 and min(placed) > 0, (placed, outs[1])
+    print("placed per runner:", placed)
+    assert sum(placed) == 40 and min(placed) >= 8, (placed, outs)
