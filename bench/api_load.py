@@ -250,31 +250,20 @@ def seed_from_sqlite(db: Database, n: int) -> Database:
 
 
 def serve(config_file: Path) -> None:
-    """The service process: the web app (no calls), or the whole service (with `ari`)."""
-    from consent_ivr import http, logs
-    from consent_ivr.service import decision_hooks, running
+    """The service process, as the product runs: `consent-ivr run` (with `ari`: it takes the
+    calls and answers the API) or `consent-ivr api` (the web app alone, its port shared with
+    the other such processes). Both freeze their start-up heap (`service.settle_heap`)."""
+    from consent_ivr import logs
+    from consent_ivr.service import serve_api, serve_forever
 
     logs.setup("WARNING")
     data = json.loads(config_file.read_text())
     config_file.unlink()  # it holds the ARI password
     config = Config.model_validate(data)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        if data.get("ari"):
-            async with running(config, migrate=False):
-                await stop.wait()
-            return
-        db = Database(config.database.url)
-        app = http.make_app(config, db, hooks=decision_hooks(config))
-        # As `consent-ivr api` does: several such processes share the port.
-        runner = await http.serve(app, config.http.host, config.http.port, reuse_port=True)
-        await stop.wait()
-        await runner.cleanup()
-        db.close()
-
-    asyncio.run(main())
+    if data.get("ari"):
+        asyncio.run(serve_forever(config))
+    else:
+        asyncio.run(serve_api(config, config.http.port))
 
 
 def start_service(data: dict[str, Any], profile: str | None) -> subprocess.Popen[bytes]:
