@@ -446,5 +446,4 @@ async def test_two_runners_on_postgresql_split_the_work(world: World) -> None:
     rows = [r for r in attempts(w) if r.phone in phones]
     assert sorted(r.phone for r in rows) == sorted(phones)  # nobody dialled twice
     placed = [int(o.split("this run: ")[1].split(" ")[0]) for o, _ in outs]
-    print("placed per runner:", placed)
     assert sum(placed) == 40 and min(placed) >= 8, (placed, outs)
