@@ -10,7 +10,6 @@ too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from consent_ivr.api.models import AuditEvent
 from consent_ivr.api.tokens import Caller
-from consent_ivr.clock import now, utc
+from consent_ivr.clock import now, pause, utc
 from consent_ivr.store.db import Database
 from consent_ivr.store.pgasync import AsyncPg
 
@@ -108,8 +107,7 @@ class AuditLog:
 
     async def _run(self) -> None:
         while not self._stopped.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopped.wait(), self.flush_s)
+            await pause(self.flush_s, self._stopped)
             await self.flush()
 
     def start(self) -> None:

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 
 from consent_ivr.calls import BadArgs, pick_campaign
-from consent_ivr.clock import now
+from consent_ivr.clock import now, pause
 from consent_ivr.config import Campaign, Config
 from consent_ivr.dialing import store
 from consent_ivr.dialing.dialers import Dial, Dialer
@@ -188,20 +188,14 @@ class Runner:
         frees a place."""
         if rate_opens_at is not None:
             delay = (rate_opens_at - now()).total_seconds() + random.uniform(0, self.tick_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(delay, 0))
+            await pause(delay, stop)
             return
         self._ended.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), self.tick_s)
+        await pause(self.tick_s, self._ended)
 
     async def _dial(self, claimed: store.Claimed, stop: asyncio.Event) -> None:
         try:
-            delay = (claimed.dial_at - now()).total_seconds()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-            if stop.is_set():
+            if await pause((claimed.dial_at - now()).total_seconds(), stop):
                 await self.db.transaction(
                     partial(store.release, number_id=claimed.id, token=claimed.token)
                 )

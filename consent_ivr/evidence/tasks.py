@@ -7,12 +7,11 @@ the next turn, never fatal to the calls."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from pathlib import Path
 
-from consent_ivr.clock import now
+from consent_ivr.clock import now, pause
 from consent_ivr.config import Config, ConfigError
 from consent_ivr.evidence import checkpoints, keys, purge
 from consent_ivr.evidence.keys import Signer
@@ -81,7 +80,5 @@ async def run(config: Config, db: Database, stop: asyncio.Event) -> None:
         if loop.time() >= next_checkpoint:
             next_checkpoint = loop.time() + config.evidence.checkpoint_interval_s
             await _checkpoint(db, path, signer)
-        wait = max(0.0, min(next_purge, next_checkpoint) - loop.time())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), wait)
+        await pause(min(next_purge, next_checkpoint) - loop.time(), stop)
     await _checkpoint(db, path, signer)

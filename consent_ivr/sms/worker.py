@@ -12,7 +12,6 @@ handled here too (consent_ivr.sms.inbound).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -24,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from consent_ivr.clock import now
+from consent_ivr.clock import now, pause
 from consent_ivr.phone import mask
 from consent_ivr.sms import inbound, jobs, marketing, outbox, promises
 from consent_ivr.sms.config import SmsConfig
@@ -123,9 +122,8 @@ class Worker:
                     log.exception("SMS worker cycle failed (%d in a row)", failures)
                     done = 0
                 if done == 0:
-                    pause = self.sms.poll_interval_s * min(2 ** max(failures - 1, 0), 30)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), pause)
+                    backoff = min(2 ** max(failures - 1, 0), 30)
+                    await pause(self.sms.poll_interval_s * backoff, stop)
         finally:
             await self.gateway.close()
 
