@@ -36,6 +36,12 @@ RECORDING_UNREACHABLE_S = 120.0
 
 
 DOWNLOAD_CHUNK = 64 * 1024
+# Asterisk closes a kept-alive HTTP connection after http.conf's session_keep_alive of quiet
+# (15 s unless set), and aiohttp would keep it for 15 s too: a request sent at that moment
+# meets a closing connection ("Server disconnected"; at 260 SIP calls, whose prompts and
+# timers keep the connections quiet for about that long, 13 calls failed on it). The client
+# lets its idle connections go first.
+KEEPALIVE_S = 10.0
 
 
 class Sink(Protocol):
@@ -160,7 +166,7 @@ class AriClient:
         running service), the event websocket; returns once connected."""
         # A request that finds every connection busy waits for one (the metric
         # consent_ivr_ari_pool_wait_seconds): at 200 SIP calls with 64, up to 0.9 s.
-        connector = aiohttp.TCPConnector(limit=self._connections)
+        connector = aiohttp.TCPConnector(limit=self._connections, keepalive_timeout=KEEPALIVE_S)
         self._session = aiohttp.ClientSession(
             headers=self._headers,
             connector=connector,
@@ -253,14 +259,25 @@ class AriClient:
 
     async def request(self, method: str, path: str, params: dict[str, Any] | None = None) -> Any:
         assert self._session is not None, "start() first"
-        try:
-            async with self._session.request(method, self.base + path, params=params) as resp:
-                body = await resp.read()
-                if resp.status >= 400:
-                    raise _error(method, path, resp.status, body)
-                return json.loads(body) if body else None
-        except aiohttp.ClientError as e:
-            raise AriError(method, path, 0, str(e)) from e
+        retried = False
+        while True:
+            try:
+                async with self._session.request(method, self.base + path, params=params) as r:
+                    body = await r.read()
+                    if r.status >= 400:
+                        raise _error(method, path, r.status, body)
+                    return json.loads(body) if body else None
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as e:
+                # The connection closed under the request: a kept-alive one that Asterisk was
+                # closing as the request went out (session_keep_alive below KEEPALIVE_S), so
+                # Asterisk never read it. aiohttp sends a GET or a DELETE once more by itself;
+                # a POST (a prompt, an answer) goes once more here, on a new connection.
+                if retried or method != "POST" or isinstance(e, aiohttp.ClientConnectorError):
+                    raise AriError(method, path, 0, str(e)) from e
+                retried = True
+                log.debug("ARI %s %s: the connection closed under it; sent again", method, path)
+            except aiohttp.ClientError as e:
+                raise AriError(method, path, 0, str(e)) from e
 
     async def download(self, path: str, sink: Sink) -> None:
         """GET `path` into `sink` as it arrives (the sink restarted first)."""
