@@ -60,6 +60,11 @@ class AriConfig(_Model):
     reconnect_max_s: float = Field(default=10.0, gt=0)
     # HTTP connections to ARI at once; keep it under http.conf's sessionlimit (default 100).
     connections: int = Field(default=64, ge=1, le=10000)
+    # Calls in progress beyond which an inbound call is not taken (none: no limit): it is
+    # turned away with "congestion" (SIP 503) before a word is said, so that the calls in
+    # progress keep their answers in time. A caller who dials to withdraw, and an outbound
+    # call (placed, and paced, by a campaign), are always taken.
+    max_calls: int | None = Field(default=None, ge=1)
 
     @field_validator("url")
     @classmethod

@@ -106,6 +106,13 @@ ARI_PLAYLIST = Histogram(
     buckets=(1, 2, 3, 4, 6),
     registry=REGISTRY,
 )
+CALLS_TURNED_AWAY = Counter(
+    f"{PREFIX}_calls_turned_away",
+    "Inbound calls not taken: busy (ari.max_calls reached), stopping (the service drains), "
+    "bad_args (Stasis arguments that describe no call)",
+    ["reason"],
+    registry=REGISTRY,
+)
 ARI_RECONNECTS = Counter(
     f"{PREFIX}_ari_reconnects", "ARI websocket reconnections after a drop", registry=REGISTRY
 )

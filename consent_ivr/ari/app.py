@@ -144,13 +144,27 @@ class ConsentApp:
         channel_id = event["channel"]["id"]
         if self.draining:
             log.warning("call on channel %s refused: the service is stopping", channel_id)
-            self._spawn(self._refuse(channel_id))
+            self._spawn(self._refuse(channel_id, "stopping"))
             return
         try:
             setup = self.setup_for(event)
         except BadArgs as e:
             log.error("call on channel %s refused: Stasis arguments: %s", channel_id, e)
-            self._spawn(self._refuse(channel_id))
+            self._spawn(self._refuse(channel_id, "bad_args"))
+            return
+        limit = self.config.ari.max_calls
+        if (
+            limit is not None
+            and len(self.calls) >= limit
+            and setup.direction == "inbound"
+            and not setup.withdraw
+        ):
+            log.warning(
+                "call on channel %s turned away: %d calls in progress (ari.max_calls)",
+                channel_id,
+                len(self.calls),
+            )
+            self._spawn(self._refuse(channel_id, "busy", "congestion", setup.recording))
             return
         session = CallSession(self.context, event, setup)
         self.calls[channel_id] = session
@@ -162,9 +176,28 @@ class ConsentApp:
         finally:
             self.calls.pop(session.channel_id, None)
 
-    async def _refuse(self, channel_id: str) -> None:
+    async def _refuse(
+        self, channel_id: str, why: str, reason: str = "normal", recording: str | None = None
+    ) -> None:
+        """Hang up a call not taken, before a word is said: `reason` is what the caller's
+        network is told ("congestion": SIP 503, the caller may try again). The `recording`
+        the dialplan started for it (checked to be the channel's own) is deleted: nothing of
+        a call not taken is kept. MixMonitor writes its file until the channel is gone, so
+        the delete is tried again for a few seconds."""
+        metrics.CALLS_TURNED_AWAY.labels(why).inc()
         with contextlib.suppress(AriError):
-            await self.ari.hangup(channel_id)
+            await self.ari.hangup(channel_id, reason)
+        if recording is None:
+            return
+        for pause_s in (0.5, 2.0, 5.0):
+            await asyncio.sleep(pause_s)
+            try:
+                await self.ari.delete_stored_recording(recording)
+                return
+            except AriError as e:
+                if e.status != 404:
+                    log.warning("recording of turned-away channel %s: %s", channel_id, e)
+                    return
 
     async def _resync(self) -> None:
         """After a reconnect: events may have been lost; end calls whose channel is gone."""

@@ -268,6 +268,7 @@ VALUE_CASES = [
     ({"ari": {"url": "http://pbx:8088/ari"}}, "ari.url", "'http://pbx:8088/ari'", "without /ari"),
     ({"ari": {"url": "http://pbx:port"}}, "ari.url", "'http://pbx:port'", "1 to 65535"),
     ({"ari": {"connections": 0}}, "ari.connections", "0", "greater than or equal to 1"),
+    ({"ari": {"max_calls": 0}}, "ari.max_calls", "0", "greater than or equal to 1"),
     (
         _campaign_dialing({"ami": {"host": "pbx host"}}),
         "campaigns.default.dialing.ami.host",
