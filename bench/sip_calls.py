@@ -248,6 +248,14 @@ async def metrics_text(session: aiohttp.ClientSession, url: str) -> str:
         return await r.text()
 
 
+def turned_away(metrics: str) -> int:
+    """Calls the service turned away past `ari.max_calls` (they leave no record)."""
+    for line in metrics.splitlines():
+        if line.startswith('consent_ivr_calls_turned_away_total{reason="busy"}'):
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
 # ---- one run ----------------------------------------------------------------------------------
 
 
@@ -422,6 +430,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 numbers = callers_for(n, 1, round_)
                 reset_peak_rss(service.pid)
                 before = await metrics_text(session, metrics_url)
+                away0 = turned_away(before)
                 svc0, ast0 = cpu_seconds(service.pid), cpu_seconds(ast_pid)
                 commits0 = await asyncio.to_thread(pg_commits, db)
                 profiler = None
@@ -454,7 +463,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     args.rate,
                     args.timeout,
                 )
-                looks = await wait_records(db, numbers, args.timeout)
+                away = turned_away(await metrics_text(session, metrics_url)) - away0
+                looks = await wait_records(db, numbers, args.timeout, len(numbers) - away)
                 await drained(session, base, 60)
                 svc_cpu = cpu_seconds(service.pid) - svc0
                 ast_cpu = cpu_seconds(ast_pid) - ast0
@@ -467,7 +477,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 app = await asyncio.to_thread(app_results, db, numbers)
                 if commits is not None and commits0 is not None:
                     app["pg_commits_per_call"] = (commits - commits0 - looks) / n
-                app.update(sip)
+                app.update(sip, turned_away=away)
                 app["service_cpu_s"] = svc_cpu
                 app["asterisk_cpu_s"] = ast_cpu
                 app["service_peak_rss_mb"] = peak_rss_mb(service.pid)
@@ -551,9 +561,10 @@ def pg_commits(db: Database) -> int | None:
         )
 
 
-async def wait_records(db: Database, numbers: list[str], timeout: float) -> int:
-    """Until every caller's call is stored as ended (the service collects the recording after
-    the caller is gone), or `timeout`; how many times it looked (each a transaction)."""
+async def wait_records(db: Database, numbers: list[str], timeout: float, taken: int) -> int:
+    """Until the `taken` callers' calls (those not turned away) are stored as ended (the
+    service collects the recording after the caller is gone), or `timeout`; how many times it
+    looked (each a transaction)."""
     wanted = set(numbers) | {n.lstrip("+") for n in numbers}
 
     def ended() -> int:
@@ -564,7 +575,7 @@ async def wait_records(db: Database, numbers: list[str], timeout: float) -> int:
             return sum(1 for r in rows if r is not None)
 
     deadline, looks = time.monotonic() + timeout, 1
-    while time.monotonic() < deadline and await asyncio.to_thread(ended) < len(numbers):  # noqa: ASYNC110
+    while time.monotonic() < deadline and await asyncio.to_thread(ended) < taken:  # noqa: ASYNC110
         looks += 1
         await asyncio.sleep(0.5)
     return looks
@@ -636,7 +647,10 @@ def report_run(run: dict[str, Any]) -> None:
         f" decision {_ms(r['decision_ms'])}"
     )
     if r["correct"] != r["calls"]:
-        print(f"            outcomes {app['outcomes']}; sipp failed {app['sipp_failed']}")
+        print(
+            f"            outcomes {app['outcomes']}; sipp failed {app['sipp_failed']};"
+            f" turned away (ari.max_calls) {app.get('turned_away', 0)}"
+        )
     print(
         f"            database write transactions per call:"
         f" {r['db_write_transactions_per_call']:.1f}"
