@@ -140,12 +140,18 @@ def scrape(text: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def sums(text: str, name: str) -> dict[str, float]:
-    """A histogram's _sum per label set, from a Prometheus exposition."""
+def samples(text: str, name: str) -> dict[str, float]:
+    """One sample's value per label set (`{reason="busy"}`; "" for none), from a Prometheus
+    exposition."""
     out: dict[str, float] = {}
-    for m in re.finditer(rf"^{name}_sum(\{{.*\}})? (\S+)$", text, re.M):
+    for m in re.finditer(rf"^{name}(\{{.*\}})? (\S+)$", text, re.M):
         out[m.group(1) or ""] = float(m.group(2))
     return out
+
+
+def sums(text: str, name: str) -> dict[str, float]:
+    """A histogram's _sum per label set."""
+    return samples(text, f"{name}_sum")
 
 
 def bucket_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float | None:
@@ -250,10 +256,8 @@ async def metrics_text(session: aiohttp.ClientSession, url: str) -> str:
 
 def turned_away(metrics: str) -> int:
     """Calls the service turned away past `ari.max_calls` (they leave no record)."""
-    for line in metrics.splitlines():
-        if line.startswith('consent_ivr_calls_turned_away_total{reason="busy"}'):
-            return int(float(line.rsplit(" ", 1)[1]))
-    return 0
+    counted = samples(metrics, "consent_ivr_calls_turned_away_total")
+    return int(counted.get('{reason="busy"}', 0))
 
 
 # ---- one run ----------------------------------------------------------------------------------

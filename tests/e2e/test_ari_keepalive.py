@@ -92,11 +92,15 @@ async def play_nowhere(ari: AriClient) -> None:
     await ari.play("no-such-channel", "relay-1", "sound:beep")
 
 
-@pytest.mark.parametrize(
+# A POST (aiohttp does not send it again by itself) and a DELETE (it does).
+EACH_METHOD = pytest.mark.parametrize(
     "request_",
     [play_nowhere, lambda ari: ari.stop_playback("no-such-playback")],
     ids=["POST", "DELETE"],
 )
+
+
+@EACH_METHOD
 async def test_a_request_on_a_closing_connection_goes_again(
     relayed: tuple[AriClient, ClosingRelay], request_: Any
 ) -> None:
@@ -111,11 +115,7 @@ async def test_a_request_on_a_closing_connection_goes_again(
     assert relay.accepted == 2, "sent again on a new connection"
 
 
-@pytest.mark.parametrize(
-    "request_",
-    [play_nowhere, lambda ari: ari.stop_playback("no-such-playback")],
-    ids=["POST", "DELETE"],
-)
+@EACH_METHOD
 async def test_it_goes_again_once_only(
     relayed: tuple[AriClient, ClosingRelay], request_: Any
 ) -> None:
