@@ -31,6 +31,11 @@ from consent_ivr.prompts import Catalog
 from consent_ivr.store.db import Database
 from consent_ivr.store.records import DecisionHook
 
+# MixMonitor writes a refused call's file until the channel is gone: its delete is tried
+# after each of these pauses while Asterisk answers 404.
+REFUSAL_PAUSES_S = (0.5, 2.0, 5.0)
+REFUSAL_RETRIES_S = sum(REFUSAL_PAUSES_S)
+
 log = logging.getLogger(__name__)
 
 
@@ -38,6 +43,13 @@ def mixmonitor_name(channel_id: str) -> str:
     """The recording dialplan/consent-inbound.conf starts for a channel:
     consent-${REPLACE(UNIQUEID,.,-)} (a channel's id is its unique id)."""
     return "consent-" + channel_id.replace(".", "-")
+
+
+def own_recording(event: AriEvent) -> str | None:
+    """The recording a StasisStart's arguments name, if it is the channel's own (the only one
+    a call not taken may delete: a forged name would have it delete another call's)."""
+    name = mixmonitor_name(event["channel"]["id"])
+    return name if f"recording={name}" in (event.get("args") or []) else None
 
 
 class ConsentApp:
@@ -68,6 +80,7 @@ class ConsentApp:
         self.node: str | None = None
         self._replaying: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refusing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.recordings_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -105,6 +118,9 @@ class ConsentApp:
                     await self.ari.hangup(channel_id)
             closing = self.config.flow.recording_stop_timeout_s + 15
             await asyncio.wait(list(self._tasks), timeout=closing)
+        if self._refusing:
+            # A call refused while stopping: its recording's delete is given its retries.
+            await asyncio.wait(list(self._refusing), timeout=REFUSAL_RETRIES_S + 5)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -144,13 +160,13 @@ class ConsentApp:
         channel_id = event["channel"]["id"]
         if self.draining:
             log.warning("call on channel %s refused: the service is stopping", channel_id)
-            self._spawn(self._refuse(channel_id, "stopping"))
+            self._refuse(channel_id, "stopping", recording=own_recording(event))
             return
         try:
             setup = self.setup_for(event)
         except BadArgs as e:
             log.error("call on channel %s refused: Stasis arguments: %s", channel_id, e)
-            self._spawn(self._refuse(channel_id, "bad_args"))
+            self._refuse(channel_id, "bad_args", recording=own_recording(event))
             return
         limit = self.config.ari.max_calls
         if (
@@ -164,7 +180,7 @@ class ConsentApp:
                 channel_id,
                 len(self.calls),
             )
-            self._spawn(self._refuse(channel_id, "busy", "congestion", setup.recording))
+            self._refuse(channel_id, "busy", "congestion", setup.recording)
             return
         session = CallSession(self.context, event, setup)
         self.calls[channel_id] = session
@@ -176,8 +192,15 @@ class ConsentApp:
         finally:
             self.calls.pop(session.channel_id, None)
 
-    async def _refuse(
+    def _refuse(
         self, channel_id: str, why: str, reason: str = "normal", recording: str | None = None
+    ) -> None:
+        task = self._spawn(self._turn_away(channel_id, why, reason, recording))
+        self._refusing.add(task)
+        task.add_done_callback(self._refusing.discard)
+
+    async def _turn_away(
+        self, channel_id: str, why: str, reason: str, recording: str | None
     ) -> None:
         """Hang up a call not taken, before a word is said: `reason` is what the caller's
         network is told ("congestion": SIP 503, the caller may try again). The `recording`
@@ -189,7 +212,7 @@ class ConsentApp:
             await self.ari.hangup(channel_id, reason)
         if recording is None:
             return
-        for pause_s in (0.5, 2.0, 5.0):
+        for pause_s in REFUSAL_PAUSES_S:
             await asyncio.sleep(pause_s)
             try:
                 await self.ari.delete_stored_recording(recording)
@@ -212,7 +235,8 @@ class ConsentApp:
                     log.warning("call %s: channel gone while disconnected", session.key[:8])
                     session.post(HungUp())
 
-    def _spawn(self, coro) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, coro) -> asyncio.Task[None]:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task

@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from consent_ivr import metrics
 from consent_ivr.calls import journal_dir
 from consent_ivr.service import Service, running
 from consent_ivr.simulate import find_records, place_call, wait_for_record
@@ -96,6 +97,43 @@ async def test_a_forged_dial_string_is_refused_and_touches_no_recording(service:
     for refused in (attacker, direct):
         found = await service.db.run(lambda c=refused: find_records(service.db, c, finished=False))
         assert found is None, "a refused call left a record"
+
+
+async def stored_recordings(svc: Service) -> set[str]:
+    return {r["name"] for r in await svc.app.ari.request("GET", "/recordings/stored")}
+
+
+async def test_a_call_refused_for_its_arguments_leaves_no_recording(service: Service) -> None:
+    """The dialplan starts MixMonitor before Stasis; a call the app cannot take (here an unknown
+    campaign) is hung up, and the recording the dialplan named for that channel is deleted."""
+    refused = f"e2e-{uuid.uuid4().hex[:12]}"
+
+    def counted() -> float:
+        sample = metrics.REGISTRY.get_sample_value(
+            "consent_ivr_calls_turned_away_total", {"reason": "bad_args"}
+        )
+        return sample or 0.0
+
+    before = counted()
+    await service.app.ari.originate(
+        "Local/silence@consent-sim",
+        channel_id=refused,
+        context="consent-inbound",
+        extension="c-nosuch",
+        caller_id=phone(),
+    )
+
+    async def turned_away() -> bool:
+        return counted() == before + 1
+
+    await until(turned_away, 30, "the call to be refused")
+
+    async def deleted() -> bool:
+        return f"consent-{refused}" not in await stored_recordings(service)
+
+    await until(deleted, 15, "the refused call's recording to be deleted")
+    found = await service.db.run(lambda: find_records(service.db, refused, finished=False))
+    assert found is None, "a refused call left a record"
 
 
 # ---- the recordings folder --------------------------------------------------------------------

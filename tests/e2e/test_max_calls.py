@@ -12,7 +12,7 @@ from consent_ivr import metrics
 from consent_ivr.service import running
 from consent_ivr.simulate import find_records, wait_for_record
 from tests.e2e.conftest import asterisk_env, e2e_config
-from tests.e2e.test_faults import call, until
+from tests.e2e.test_faults import call, stored_recordings, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="session")]
 
@@ -55,7 +55,6 @@ async def test_past_max_calls_an_inbound_call_is_turned_away(
         assert stored is None, "a call turned away left a record"
 
         async def recording_gone() -> bool:
-            names = {r["name"] for r in await svc.app.ari.request("GET", "/recordings/stored")}
-            return f"consent-{second}" not in names
+            return f"consent-{second}" not in await stored_recordings(svc)
 
         await until(recording_gone, 15, "the turned-away call's recording to be deleted")

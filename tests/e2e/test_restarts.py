@@ -12,10 +12,10 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -34,6 +34,7 @@ from tests.e2e.stasis_app import APP, wait_for_app, wait_until_free
 pytestmark = pytest.mark.e2e
 
 CLI = REPO / ".venv" / "bin" / "consent-ivr"
+T = TypeVar("T")
 
 
 @dataclass
@@ -62,31 +63,43 @@ class Deployment:
     def log(self) -> str:
         return (self.dir / "service.log").read_text(errors="replace")
 
-    def call(self, scenario: str = "agree") -> str:
-        channel_id = f"e2e-{uuid.uuid4().hex[:12]}"
-        number = f"+7904{secrets.randbelow(10**7):07d}"
-        self.phones.append(number)
+    def with_ari(self, use: Callable[[AriClient], Awaitable[T]]) -> T:
+        """`use` run with an ARI connection of its own (no events), as another program would."""
 
-        async def go() -> None:
+        async def go() -> T:
             ari = AriClient(
                 self.config.ari.url, self.config.ari.user, self.config.ari.password, APP
             )
             await ari.start(events=False)
             try:
-                await place_call(
-                    ari,
-                    Catalog(self.config),
-                    scenario,
-                    number,
-                    channel_id=channel_id,
-                    campaign="default",
-                    language="en",
-                )
+                return await use(ari)
             finally:
                 await ari.close()
 
-        asyncio.run(go())
+        return asyncio.run(go())
+
+    def call(self, scenario: str = "agree") -> str:
+        channel_id = f"e2e-{uuid.uuid4().hex[:12]}"
+        number = f"+7904{secrets.randbelow(10**7):07d}"
+        self.phones.append(number)
+        self.with_ari(
+            lambda ari: place_call(
+                ari,
+                Catalog(self.config),
+                scenario,
+                number,
+                channel_id=channel_id,
+                campaign="default",
+                language="en",
+            )
+        )
         return channel_id
+
+    def stored_recordings(self) -> set[str]:
+        async def names(ari: AriClient) -> set[str]:
+            return {r["name"] for r in await ari.request("GET", "/recordings/stored")}
+
+        return self.with_ari(names)
 
     def records(self, channel_id: str, *, finished: bool = True) -> list[dict[str, Any]] | None:
         return find_records(self.db, channel_id, finished=finished)
@@ -151,6 +164,7 @@ def test_sigterm_drains_calls_then_exits(deployment: Deployment) -> None:
         assert v["outcome"] == "granted", (v["outcome"], [e["kind"] for e in v["events"]])
         assert_evidence(v)
     assert deployment.records(late, finished=False) is None
+    assert f"consent-{late}" not in deployment.stored_recordings(), "a refused call's recording"
     assert deployment.open_calls() == []
     assert mask(deployment.phones[0]) in log
 
