@@ -11,6 +11,10 @@ caller ID, sending A-law audio all the time, keys as RFC 4733 events) call the P
 agree and confirm: first through the app, then the same callers through the same dialogue
 written as plain dialplan (bench/dialplan-baseline.conf), with no service involved. By default
 all N calls start within a second (--rate 400), so their keys coincide: the worst case.
+With --waves K, K x N calls are placed per run, at most N at once (SIPp's -l): from the first
+call's end on, a new call starts as one ends, so N are in progress all along and the keys no
+longer coincide (the steady state of a line group that is full; use a --rate that reaches N
+within a call's length, e.g. --rate 10 for 200).
 
 Printed per N: calls correct; CPU seconds of Asterisk and of the service and their ratio to the
 dialplan run; service CPU per call and peak RSS; key -> next prompt (Asterisk's own clock on
@@ -277,12 +281,36 @@ def behaviour(catalog: Catalog) -> caller.Behaviour:
     return caller.Behaviour("agree", keys=[(t1, keys.agree), (t1 + t2, keys.confirm)])
 
 
+def at_once(spans: list[tuple[float, float]]) -> dict[str, float]:
+    """Calls in progress, from their (start, end) times: the peak, and the time-weighted mean
+    from the moment the peak is first reached to the last call's start (the steady state)."""
+    if not spans:
+        return {"peak": 0, "steady_mean": 0.0}
+    steps = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    level, peak, peak_at = 0, 0, steps[0][0]
+    levels = []
+    for t, d in steps:
+        level += d
+        levels.append((t, level))
+        if level > peak:
+            peak, peak_at = level, t
+    last_start = max(a for a, _ in spans)
+    area = 0.0
+    for (t0, level), (t1, _) in zip(levels, levels[1:], strict=False):
+        lo, hi = max(t0, peak_at), min(t1, last_start)
+        if hi > lo:
+            area += level * (hi - lo)
+    span = last_start - peak_at
+    return {"peak": peak, "steady_mean": area / span if span > 0 else float(peak)}
+
+
 def app_results(db: Database, numbers: list[str]) -> dict[str, Any]:
     wanted = set(numbers) | {n.lstrip("+") for n in numbers}
     correct = 0
     delays: dict[str, list[float]] = {"menu": [], "decision": []}
     outcomes: dict[str, int] = {}
     lengths = []
+    spans: list[tuple[float, float]] = []
     with db.session() as session:
         calls = session.scalars(select(Call).where(Call.caller_number.in_(wanted))).all()
         for call in calls:
@@ -291,6 +319,7 @@ def app_results(db: Database, numbers: list[str]) -> dict[str, Any]:
                 outcomes["unfinished"] = outcomes.get("unfinished", 0) + 1
                 continue
             lengths.append((call.ended_at - call.started_at).total_seconds())
+            spans.append((call.started_at.timestamp(), call.ended_at.timestamp()))
             view = record_view(session, records[0].record_id)
             ok = view["outcome"] == "granted" and view["integrity"]["chain_ok"]
             ok = ok and bool(view["recording"])
@@ -301,7 +330,13 @@ def app_results(db: Database, numbers: list[str]) -> dict[str, Any]:
                     delays[kind].extend(values)
     outcomes["no call"] = len(numbers) - len(calls)
     length = statistics.mean(lengths) if lengths else None
-    return {"correct": correct, "outcomes": outcomes, "delays": delays, "call_s": length}
+    return {
+        "correct": correct,
+        "outcomes": outcomes,
+        "delays": delays,
+        "call_s": length,
+        "at_once": at_once(spans),
+    }
 
 
 def dialplan_results(version: str, numbers: list[str], run_id: str) -> dict[str, Any]:
@@ -339,6 +374,7 @@ async def run_callers(
     port: int,
     rate: float,
     timeout: float,
+    limit: int,
 ) -> dict[str, Any]:
     group = caller.start(
         behaviour(catalog),
@@ -348,7 +384,7 @@ async def run_callers(
         folder=folder,
         port=port,
         rate=rate,
-        limit=len(numbers),
+        limit=limit,
     )
     t0 = time.monotonic()
     code = await asyncio.to_thread(group.wait, timeout)
@@ -428,10 +464,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             for round_, n in enumerate(args.calls):
                 if foreign := foreign_load():
                     print(f"warning: foreign load during N={n}: {foreign}", file=sys.stderr)
-                run: dict[str, Any] = {"calls": n, "foreign_load": foreign}
+                placed = n * args.waves
+                run: dict[str, Any] = {"calls": n, "placed": placed, "foreign_load": foreign}
                 folder = tmp / f"n{n}-{round_}"
                 # --- through the app
-                numbers = callers_for(n, 1, round_)
+                numbers = callers_for(placed, 1, round_)
                 reset_peak_rss(service.pid)
                 before = await metrics_text(session, metrics_url)
                 away0 = turned_away(before)
@@ -466,6 +503,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                     args.port,
                     args.rate,
                     args.timeout,
+                    n,
                 )
                 away = turned_away(await metrics_text(session, metrics_url)) - away0
                 looks = await wait_records(db, numbers, args.timeout, len(numbers) - away)
@@ -480,7 +518,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 commits = await asyncio.to_thread(pg_commits, db)
                 app = await asyncio.to_thread(app_results, db, numbers)
                 if commits is not None and commits0 is not None:
-                    app["pg_commits_per_call"] = (commits - commits0 - looks) / n
+                    app["pg_commits_per_call"] = (commits - commits0 - looks) / placed
                 app.update(sip, turned_away=away)
                 app["service_cpu_s"] = svc_cpu
                 app["asterisk_cpu_s"] = ast_cpu
@@ -502,7 +540,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 if not args.no_dialplan:
                     await asyncio.sleep(2)
                     ast0 = cpu_seconds(ast_pid)
-                    numbers = callers_for(n, 2, round_)
+                    numbers = callers_for(placed, 2, round_)
                     run_id = f"{os.getpid()}-{round_}"
                     asterisk(version, "rx", f"dialplan set global CONSENT_RUN {run_id}")
                     sip = await run_callers(
@@ -514,6 +552,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         args.port,
                         args.rate,
                         args.timeout,
+                        n,
                     )
                     await drained(session, base, 60)
                     plain = dialplan_results(version, numbers, run_id)
@@ -590,12 +629,15 @@ async def wait_records(db: Database, numbers: list[str], timeout: float, taken: 
 
 def figures(run: dict[str, Any]) -> dict[str, Any]:
     """The row of the table for one N."""
-    n, app, plain = run["calls"], run["app"], run.get("dialplan")
+    app, plain = run["app"], run.get("dialplan")
+    n = run.get("placed", run["calls"])  # calls placed (--waves), the divisor of "per call"
     total = app["service_cpu_s"] + app["asterisk_cpu_s"]
     hist = app["service_histograms_ms"]
     lag = hist.get("consent_ivr_event_loop_lag_seconds", {})
     row: dict[str, Any] = {
-        "calls": n,
+        "calls": run["calls"],
+        "placed": n,
+        "at_once": app.get("at_once"),
         "correct": app["correct"],
         "asterisk_cpu_s": app["asterisk_cpu_s"],
         "service_cpu_s": app["service_cpu_s"],
@@ -639,9 +681,15 @@ def _ms(s: dict[str, Any]) -> str:
 def report_run(run: dict[str, Any]) -> None:
     r = figures(run)
     app = run["app"]
-    print(f"--- N={r['calls']}")
+    steady = ""
+    if r["placed"] != r["calls"] and r["at_once"]:
+        steady = (
+            f" ({r['placed']} placed, at most {r['calls']} at once; in progress: peak"
+            f" {r['at_once']['peak']}, steady mean {r['at_once']['steady_mean']:.0f})"
+        )
+    print(f"--- N={r['calls']}{steady}")
     print(
-        f"  app:      {r['correct']}/{r['calls']} correct; CPU Asterisk {r['asterisk_cpu_s']:.1f}s"
+        f"  app:      {r['correct']}/{r['placed']} correct; CPU Asterisk {r['asterisk_cpu_s']:.1f}s"
         f" + service {r['service_cpu_s']:.1f}s; service {r['service_cpu_ms_per_call']:.1f} ms/call,"
         f" peak RSS {r['service_peak_rss_mb']:.0f} MB; loop lag p99 "
         f"{'-' if r['loop_lag_p99_ms'] is None else round(r['loop_lag_p99_ms'])} ms"
@@ -650,7 +698,7 @@ def report_run(run: dict[str, Any]) -> None:
         f"            key->prompt ms median/p99/max: menu {_ms(r['menu_ms'])},"
         f" decision {_ms(r['decision_ms'])}"
     )
-    if r["correct"] != r["calls"]:
+    if r["correct"] != r["placed"]:
         print(
             f"            outcomes {app['outcomes']}; sipp failed {app['sipp_failed']};"
             f" turned away (ari.max_calls) {app.get('turned_away', 0)}"
@@ -670,7 +718,7 @@ def report_run(run: dict[str, Any]) -> None:
         if q["p50"] is not None and seconds:
             print(
                 f"            {key}: p50 {q['p50']:.1f} ms, p99 {q['p99']:.1f} ms,"
-                f" {q['count'] / r['calls']:.1f} per call"
+                f" {q['count'] / r['placed']:.1f} per call"
             )
     gc_ms = {k: round(v * 1000) for k, v in app.get("gc_pause_s", {}).items()}
     print(f"            garbage collector's pauses in all, ms: {gc_ms}")
@@ -678,7 +726,7 @@ def report_run(run: dict[str, Any]) -> None:
     print(f"            Asterisk's deepest queues since its start: {deepest}")
     if "dialplan" in run:
         print(
-            f"  dialplan: {r['dialplan_correct']}/{r['calls']} correct; CPU Asterisk "
+            f"  dialplan: {r['dialplan_correct']}/{r['placed']} correct; CPU Asterisk "
             f"{r['dialplan_asterisk_cpu_s']:.1f}s; key->prompt menu {_ms(r['dialplan_menu_ms'])},"
             f" decision {_ms(r['dialplan_decision_ms'])}"
         )
@@ -706,8 +754,9 @@ def table(results: dict[str, Any]) -> str:
         ratio = "-"
         if r.get("cpu_ratio"):
             ratio = f"{r['cpu_ratio']:.2f} ({r['asterisk_cpu_ratio']:.2f})"
+        n = r["calls"] if r["placed"] == r["calls"] else f"{r['calls']} ({r['placed']} placed)"
         rows.append(
-            f"| {r['calls']} | {r['correct']} / {r.get('dialplan_correct', '-')} | {ratio} "
+            f"| {n} | {r['correct']} / {r.get('dialplan_correct', '-')} | {ratio} "
             f"| {r['service_cpu_ms_per_call']:.1f} ms | {r['service_peak_rss_mb']:.0f} MB "
             f"| {_ms(r['menu_ms'])} ms | {_ms(r['decision_ms'])} ms | {plain} "
             f"| {'-' if lag is None else f'{lag:.0f} ms'} |"
@@ -777,6 +826,12 @@ def main() -> int:
         help="new calls per second (default: all N within a second, so their keys coincide: "
         "the worst case)",
     )
+    p.add_argument(
+        "--waves",
+        type=int,
+        default=1,
+        help="place K x N calls per run, at most N at once (the steady state of N in progress)",
+    )
     p.add_argument("--port", type=int, default=25100, help="SIPp's SIP port on 127.0.0.2")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run at most")
     p.add_argument("--no-dialplan", action="store_true", help="skip the plain dialplan runs")
@@ -803,7 +858,8 @@ def main() -> int:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     if args.chart:
         chart(results, args.chart)
-    return 0 if all(r["app"]["correct"] == r["calls"] for r in results["runs"]) else 1
+    rows = [figures(r) for r in results["runs"]]
+    return 0 if all(r["correct"] == r["placed"] for r in rows) else 1
 
 
 if __name__ == "__main__":
