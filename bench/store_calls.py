@@ -14,6 +14,11 @@ costs); the ratio is CPU per call over the baseline's.
 
     .venv/bin/python bench/store_calls.py --calls 1,50,200 --database sqlite
     .venv/bin/python bench/store_calls.py --calls 200 --database postgresql --rounds 3
+    .venv/bin/python bench/store_calls.py --calls 0 --one-by-one 300
+
+--one-by-one K: K calls one after another on a warm database (after 5 not counted), each
+phase awaited before the next, so no write shares a batch: what a call costs when calls do
+not coincide (the steady state of bench/sip_calls.py --waves), against the same floor.
 """
 
 from __future__ import annotations
@@ -144,7 +149,7 @@ async def timed(coro: Any) -> float:
 
 
 def call_stores(
-    db: Database, config: Config, n: int, hooks: Sequence[DecisionHook] = ()
+    db: Database, config: Config, n: int, hooks: Sequence[DecisionHook] = (), first: int = 0
 ) -> list[CallStore]:
     """N inbound calls' stores, each from its own number, as the service makes them."""
     log = logging.LoggerAdapter(logging.getLogger("bench"), {})
@@ -163,7 +168,7 @@ def call_stores(
             hooks,
             log,
         )
-        for i in range(n)
+        for i in range(first, first + n)
     ]
 
 
@@ -206,6 +211,39 @@ async def service_run(url: str, n: int) -> dict[str, Any]:
         "flush_ms": summary(flushes),
         "decision_ms": summary(decisions),
         "end_ms": summary(ends),
+    }
+
+
+async def one_by_one(url: str, k: int, warm: int = 5) -> dict[str, Any]:
+    """K calls, each alone: every phase of one call awaited before the next call starts."""
+    config = Config.model_validate({"database": {"url": url}})
+    db = Database(url)
+    hooks = decision_hooks(config)
+    recording = RecordingInfo("/var/rec/x.wav", "0" * 64, 41.5, "wav", 664_000)
+    decisions = []
+    cpu0 = wall0 = 0.0
+    for i in range(warm + k):
+        if i == warm:
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+        [s] = call_stores(db, config, 1, hooks, first=i)
+        await s.prepare()
+        s.open()
+        await timed(s.opened(patience=600))
+        note_all(s, BEFORE_CHOICE)
+        await timed(s.flush())
+        note_all(s, BEFORE_DECISION)
+        decisions.append(await timed(s.decide(f.Persist(0, f.Choice.AGREE))))
+        note_all(s, AFTER_DECISION)
+        await timed(s.finish([f.Outcome.GRANTED], recording))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    with db.session() as session:
+        events = session.execute(text("SELECT count(*) FROM consent_events")).scalar_one()
+    db.close()
+    return {
+        "cpu_per_call_ms": 1000 * cpu / k,
+        "wall_per_call_ms": 1000 * wall / k,
+        "events_per_call": events / (warm + k),
+        "decision_ms": summary(decisions[warm:]),
     }
 
 
@@ -257,12 +295,19 @@ def main() -> int:
     parser.add_argument("--calls", default="1,50,200", help="N calls at once, comma-separated")
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--rounds", type=int, default=1, help="runs per N (the best is kept)")
+    parser.add_argument(
+        "--one-by-one",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also K calls one after another, no two at once (none with 0)",
+    )
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     quiet()
     results: dict[str, Any] = {"database": args.database, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
-        for n in [int(x) for x in args.calls.split(",")]:
+        for n in [int(x) for x in args.calls.split(",") if int(x) > 0]:
             runs = []
             for _ in range(args.rounds):
                 url = fresh_database(args.database, Path(tmp))
@@ -285,6 +330,25 @@ def main() -> int:
                 f"p50 {d['p50']:.1f} / p99 {d['p99']:.1f} / max {d['max']:.1f} ms; "
                 f"flush p99 {best['flush_ms']['p99']:.1f} ms, end p99 "
                 f"{best['end_ms']['p99']:.1f} ms; wall {best['wall_s']:.2f} s",
+                flush=True,
+            )
+        for _ in range(args.rounds if args.one_by_one else 0):
+            url = fresh_database(args.database, Path(tmp))
+            try:
+                run = asyncio.run(one_by_one(url, args.one_by_one))
+                run["baseline_cpu_per_call_ms"] = baseline_run(
+                    url, args.one_by_one, round(run["events_per_call"])
+                )
+            finally:
+                drop_database(args.database)
+            results.setdefault("one_by_one", []).append(run)
+            ratio = run["cpu_per_call_ms"] / run["baseline_cpu_per_call_ms"]
+            d = run["decision_ms"]
+            print(
+                f"{args.database} {args.one_by_one} calls one by one: CPU per call "
+                f"{run['cpu_per_call_ms']:.1f} ms (floor {run['baseline_cpu_per_call_ms']:.1f} ms,"
+                f" ratio {ratio:.1f}); wall per call {run['wall_per_call_ms']:.1f} ms; decision"
+                f" wait p50 {d['p50']:.1f} / p99 {d['p99']:.1f} ms",
                 flush=True,
             )
     if args.json:

@@ -101,6 +101,7 @@ def commitment(salt: str, personal: dict[str, Any]) -> str:
 
 
 _LOCKED = "consent_ivr.ledger_locked"
+_KNOWN_HEAD = "consent_ivr.ledger_head"  # (transaction, seq, hash) while nothing else wrote it
 _HEAD = cast(Table, LedgerHead.__table__)
 _EVENTS = cast(Table, ConsentEvent.__table__)
 _RECORDS = cast(Table, ConsentRecord.__table__)
@@ -111,8 +112,11 @@ def lock(session: Session) -> None:
     until it ends."""
     transaction = session.get_transaction()
     if session.info.get(_LOCKED) is not transaction or transaction is None:
-        session.execute(update(_HEAD).where(_HEAD.c.id == 1).values(seq=_HEAD.c.seq))
+        # The lock's own statement returns the head it holds: one statement fewer per write.
+        head = session.execute(_LOCK).first()
         session.info[_LOCKED] = transaction
+        if head is not None:
+            session.info[_KNOWN_HEAD] = (transaction, head[0], head[1])
         _read_again_under_lock(session)
 
 
@@ -187,6 +191,12 @@ def deferred(session: Session) -> Iterator[Deferred]:
 
 
 _LEDGER_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1)
+_LOCK = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=_HEAD.c.seq)
+    .returning(_HEAD.c.seq, _HEAD.c.hash)
+)
 _SET_LEDGER_HEAD = update(_HEAD).where(_HEAD.c.id == 1)
 _RECORD_HEADS = select(_RECORDS.c.record_id, _RECORDS.c.head_seq, _RECORDS.c.head_hash)
 _INSERT_EVENTS = insert(_EVENTS)
@@ -207,7 +217,11 @@ def _write(session: Session, batch: list[tuple[str, Evidence]]) -> None:
     lock(session)
     session.flush()  # records added through the ORM exist before their events
     conn = session.connection()
-    ledger = conn.execute(_LEDGER_HEAD).first()
+    known = session.info.pop(_KNOWN_HEAD, None)
+    if known is not None and known[0] is session.get_transaction():
+        ledger: Any = known[1:]  # read by the lock in this transaction; only _write changes it
+    else:
+        ledger = conn.execute(_LEDGER_HEAD).first()
     if ledger is None:  # a database whose head row was removed: the ledger starts again
         conn.execute(insert(_HEAD).values(id=1, seq=0, hash=GENESIS))
     seq, prev = ledger if ledger is not None else (0, GENESIS)
@@ -258,6 +272,7 @@ def _write(session: Session, batch: list[tuple[str, Evidence]]) -> None:
     if changed:
         conn.execute(_SET_HEAD_AND_STATUS, changed)
     conn.execute(_SET_LEDGER_HEAD.values(seq=seq, hash=prev))
+    session.info[_KNOWN_HEAD] = (session.get_transaction(), seq, prev)
     _held_objects_follow(session, seq, prev, heads)
 
 
