@@ -805,6 +805,27 @@ async def test_concurrent_appends_to_one_record(database: Database) -> None:
     assert v["integrity"]["chain_ok"]
 
 
+def test_a_record_read_before_the_lock_is_appended_to_at_its_current_head(
+    database: Database,
+) -> None:
+    """A transaction holds a record object read before it took the ledger lock; another
+    appends to that record and commits in between. The first one's append must chain onto
+    the other's event, not onto the head it read earlier (the lock makes it read the head
+    again; the write takes heads from held objects only when they were read under the lock)."""
+    _, record_id = open_record(database)
+    with database.session() as first:
+        held = first.get(ConsentRecord, record_id)
+        assert held is not None and held.head_seq == 2
+        with database.session() as other:
+            records.append_evidence(other, [(record_id, Evidence(at(50), "note", None, {"i": 1}))])
+        records.append_evidence(first, [(record_id, Evidence(at(60), "note", None, {"i": 2}))])
+        assert held.head_seq == 4
+    v = view(database, record_id)
+    assert [e["seq"] for e in v["events"]] == [1, 2, 3, 4]
+    assert [e["data"].get("i") for e in v["events"][2:]] == [1, 2]
+    assert v["integrity"] == {"chain_ok": True, "problems": []}
+
+
 async def test_concurrent_decisions_on_one_record(database: Database) -> None:
     """Decisions racing on one record: exactly one wins, the record tells one story.
     (Several rounds, since a lost race needs a particular interleaving.)"""
