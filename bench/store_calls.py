@@ -290,6 +290,19 @@ def baseline_run(url: str, n: int, events_per_call: int, writes: int = 4) -> flo
     return 1000 * cpu / n
 
 
+def measured(kind: str, tmp: Path, run: Any, n: int) -> dict[str, Any]:
+    """`run(url, n)` on a fresh database, with the floor for as many calls beside it."""
+    url = fresh_database(kind, tmp)
+    try:
+        figures: dict[str, Any] = asyncio.run(run(url, n))
+        figures["baseline_cpu_per_call_ms"] = baseline_run(
+            url, n, round(figures["events_per_call"])
+        )
+    finally:
+        drop_database(kind)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", default="1,50,200", help="N calls at once, comma-separated")
@@ -308,17 +321,7 @@ def main() -> int:
     results: dict[str, Any] = {"database": args.database, "runs": {}}
     with tempfile.TemporaryDirectory(prefix="store-bench-") as tmp:
         for n in [int(x) for x in args.calls.split(",") if int(x) > 0]:
-            runs = []
-            for _ in range(args.rounds):
-                url = fresh_database(args.database, Path(tmp))
-                try:
-                    run = asyncio.run(service_run(url, n))
-                    run["baseline_cpu_per_call_ms"] = baseline_run(
-                        url, n, round(run["events_per_call"])
-                    )
-                finally:
-                    drop_database(args.database)
-                runs.append(run)
+            runs = [measured(args.database, Path(tmp), service_run, n) for _ in range(args.rounds)]
             best = min(runs, key=lambda r: r["decision_ms"]["p99"])
             results["runs"][n] = best
             d = best["decision_ms"]
@@ -333,14 +336,7 @@ def main() -> int:
                 flush=True,
             )
         for _ in range(args.rounds if args.one_by_one else 0):
-            url = fresh_database(args.database, Path(tmp))
-            try:
-                run = asyncio.run(one_by_one(url, args.one_by_one))
-                run["baseline_cpu_per_call_ms"] = baseline_run(
-                    url, args.one_by_one, round(run["events_per_call"])
-                )
-            finally:
-                drop_database(args.database)
+            run = measured(args.database, Path(tmp), one_by_one, args.one_by_one)
             results.setdefault("one_by_one", []).append(run)
             ratio = run["cpu_per_call_ms"] / run["baseline_cpu_per_call_ms"]
             d = run["decision_ms"]
